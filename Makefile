@@ -1,0 +1,37 @@
+# Set-up and entry points. `make demo` and `make test` each create .venv and install first.
+#
+# TORCH_SPEC pins the torch/torchvision pair. The default installs offline on the project's
+# build machines (from their local wheel cache); on a GPU cluster choose the build for its CUDA,
+# e.g.  make test TORCH_SPEC="torch==2.6.0 torchvision==0.21.0" \
+#            TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+TORCH_PIP_ARGS ?=
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEMO_ARGS ?=
+
+.PHONY: install demo test test-slow lint clean-results
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH_SPEC) $(TORCH_PIP_ARGS)
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+demo: install
+	$(PY) -m cvg_bench list
+	$(PY) -m cvg_bench run method=vanilla benchmark=shapes benchmark.limit=2 seeds=[0,1] \
+		results_dir=results/demo $(DEMO_ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+clean-results:
+	rm -rf results/runs results/demo results/leaderboards

@@ -1,0 +1,1 @@
+"""Benchmark adapters (registry kind ``benchmark``): one plugin per module."""

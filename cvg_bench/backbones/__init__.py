@@ -1,0 +1,1 @@
+"""Frozen backbones of CVG's classifier (registry kind ``backbone``)."""

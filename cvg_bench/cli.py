@@ -1,0 +1,162 @@
+"""`python -m cvg_bench <command> [hydra overrides]`.
+
+Each command except `list` is a hydra app whose primary config is ``configs/<command>.yaml``,
+so `--help`, `--cfg job`, overrides and multirun (`-m`) work as in any hydra app.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from omegaconf import DictConfig
+
+from cvg_bench.config import CONFIG_MODULE, register_schemas
+
+log = logging.getLogger("cvg_bench")
+
+# Errors that mean "bad input": printed as one line (set CVG_BENCH_DEBUG=1 for the traceback).
+USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError)
+
+
+@dataclass(frozen=True)
+class Command:
+    summary: str
+    task: Callable[[DictConfig], int] | None  # None: not a hydra app
+
+
+def _run(cfg: DictConfig) -> int:
+    from cvg_bench.run import run
+
+    summary = run(cfg)
+    print(f"run dir: {summary.run_dir}\nsamples done: {summary.done}, skipped (already done): "
+          f"{summary.skipped}, failed: {len(summary.errors)}")
+    for err in summary.errors[:10]:
+        print(f"  failed: {err}")
+    if cfg.leaderboard:
+        _print_leaderboard([str(summary.run_dir.parent)], str(summary.run_dir.parent / "leaderboard"))
+    return 1 if summary.errors else 0
+
+
+def _score(cfg: DictConfig) -> int:
+    from cvg_bench.score import score_folder
+
+    summary = score_folder(cfg)
+    print(f"run dir: {summary.run_dir}\nscored: {summary.done}, skipped: {summary.skipped}, "
+          f"failed: {len(summary.errors)}")
+    for err in summary.errors[:10]:
+        print(f"  failed: {err}")
+    _print_leaderboard([str(summary.run_dir)], str(summary.run_dir / "leaderboard"))
+    return 1 if summary.errors else 0
+
+
+def _train(cfg: DictConfig) -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    from cvg_bench.train import train_component
+
+    train_component(HydraConfig.get().runtime.choices["component"], cfg.component)
+    return 0
+
+
+def _leaderboard(cfg: DictConfig) -> int:
+    _print_leaderboard(list(cfg.results_dirs), cfg.out_dir, cfg.categories)
+    return 0
+
+
+def _print_leaderboard(results_dirs: list[str], out_dir: str, categories=None) -> None:
+    from cvg_bench.leaderboard import write_leaderboards
+
+    paths = write_leaderboards(results_dirs, out_dir, categories=categories)
+    for bench, files in paths.items():
+        md = files.get("markdown") if isinstance(files, dict) else None
+        if md is not None and os.path.exists(md):
+            print(f"\n## {bench}\n" + open(md).read())
+    print(f"leaderboards written under {out_dir}")
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("generate + score a method on a benchmark over seeds", _run),
+    "score": Command("score existing videos (a folder with prompts.jsonl and <id>.mp4)", _score),
+    "train": Command("train a component (component=generator|classifier|...)", _train),
+    "leaderboard": Command("tables (CSV, Markdown, LaTeX) and plots from records", _leaderboard),
+    "list": Command("every registered plugin with a one-line description", None),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m cvg_bench <command> [hydra overrides] [--help]", "", "commands:"]
+    lines += [f"  {name:<12} {cmd.summary}" for name, cmd in COMMANDS.items()]
+    lines += ["", "examples:", "  python -m cvg_bench run method=vanilla benchmark=shapes",
+              "  python -m cvg_bench run -m method=vanilla seed=0,1,2",
+              "  python -m cvg_bench list method"]
+    return "\n".join(lines)
+
+
+def list_plugins(args: list[str]) -> int:
+    """`list [kind] [pattern]`: registered plugins, e.g. `list method 'a*'`."""
+    from cvg_bench import registry
+
+    if args and args[0] in ("-h", "--help"):
+        print("usage: python -m cvg_bench list [kind] [wildcard]\n"
+              f"kinds: {', '.join(registry.KINDS)}")
+        return 0
+    kinds = [args[0]] if args else list(registry.KINDS)
+    pattern = args[1] if len(args) > 1 else "*"
+    for kind in kinds:
+        registry.registry(kind)  # unknown kind -> error naming the kinds
+        print(f"{kind}s:")
+        for name, desc in registry.describe(kind).items():
+            if name in registry.names(kind, pattern):
+                print(f"  {name:<16} {desc}")
+    for module, err in registry.load_errors().items():
+        print(f"(not loaded: {module}: {err})")
+    return 0
+
+
+def _hydra_app(command: str, task: Callable[[DictConfig], int]) -> int:
+    import hydra
+
+    register_schemas()
+    status = {"code": 0}
+
+    def main(cfg: DictConfig) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            status["code"] = max(status["code"], task(cfg))
+        except USER_ERRORS as exc:
+            if os.environ.get("CVG_BENCH_DEBUG"):
+                raise
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"error: {msg}", file=sys.stderr)
+            status["code"] = 2
+
+    hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=command)(main)()
+    return status["code"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        print(f"error: unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    task = COMMANDS[command].task
+    if task is None:
+        try:
+            return list_plugins(rest)
+        except KeyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    sys.argv = [f"cvg_bench {command}", *rest]  # hydra reads its overrides from sys.argv
+    return _hydra_app(command, task)

@@ -1,0 +1,1 @@
+"""Text-to-video generator backends (registry kind ``generator``)."""

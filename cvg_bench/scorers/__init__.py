@@ -1,0 +1,1 @@
+"""Scorers (registry kind ``scorer``): one plugin per module."""

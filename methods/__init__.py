@@ -1,0 +1,1 @@
+"""Guidance methods (registry kind ``method``): one plugin per module."""

@@ -1,0 +1,29 @@
+"""The installed package layout: namespaced plugin folders, every package listed."""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    mapped = {v: k for k, v in cfg["package-dir"].items()}
+    found = set()
+    tops = [d for d in ROOT.iterdir() if d.is_dir() and not d.name.startswith(".")
+            and d.name not in ("tests", "build", "results")]
+    for init in (i for d in tops for i in d.rglob("__init__.py")):
+        rel = init.parent.relative_to(ROOT)
+        top = mapped.get(rel.parts[0], rel.parts[0])
+        found.add(".".join((top, *rel.parts[1:])))
+    assert found == listed
+
+
+def test_plugin_folders_import_under_the_namespace():
+    assert importlib.import_module("cvg_bench.methods.vanilla")
+    assert importlib.import_module("cvg_bench.benchmarks.base")
+    assert importlib.util.find_spec("methods") is None  # no bare top-level name installed
