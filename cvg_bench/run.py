@@ -151,12 +151,17 @@ def _generate_and_score(record: SampleRecord, store: RunStore, generator, method
                         scorers: dict[str, Scorer], spec: PromptSpec, seed: int,
                         cfg: DictConfig) -> None:
     t0 = time.perf_counter()
-    output = generator.sample(spec, seed, hook=method.make_hook(generator, spec))
+    hook = method.make_hook(generator, spec)
+    output = generator.sample(spec, seed, hook=hook)
     record["timings"]["generation_s"] = time.perf_counter() - t0
     record["timings"]["guidance_s"] = output.guidance_seconds
+    if hasattr(hook, "stats"):  # e.g. CVG's losses, gradient norms, skipped non-finite steps
+        record["details"]["guidance"] = hook.stats.as_dict()
     if cfg.get("save_videos", True):
         path = write_mp4(store.video_path(spec.prompt_id, seed), output.video, fps=cfg.fps)
         record["video_path"] = str(path.relative_to(store.root))
     t1 = time.perf_counter()
-    record.update(score_video(scorers, output.video, spec))
+    scores = score_video(scorers, output.video, spec)
+    scores["details"] = {**record["details"], **scores["details"]}
+    record.update(scores)
     record["timings"]["scoring_s"] = time.perf_counter() - t1

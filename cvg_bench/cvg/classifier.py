@@ -1,0 +1,114 @@
+"""Step (d): C = trainable head over a frozen backbone over theta_agg's volumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cvg_bench import registry
+from cvg_bench.backbones.base import Backbone
+from cvg_bench.cvg.aggregator import AttentionAggregator
+from cvg_bench.cvg.features import FeatureSpec
+
+
+class CVGClassifier(nn.Module):
+    """s_t = softmax(W backbone(theta_agg(A_t)) + b) over the category's label set Y.
+
+    One head (W, b) per category over that category's labels; a prompt whose own label set
+    is smaller (e.g. one moving object vs two) masks the other logits. Only ``aggregator``
+    and ``heads`` are trainable; the backbone is frozen at construction.
+    """
+
+    def __init__(self, features: FeatureSpec, label_sets: dict[str, list[str]],
+                 backbone: dict[str, Any], num_layer_heads: int, frames: int,
+                 aggregator: dict[str, Any] | None = None, meta: dict[str, Any] | None = None):
+        super().__init__()
+        self.features = features
+        self.label_sets = {cat: list(labels) for cat, labels in label_sets.items()}
+        self.backbone_cfg = dict(backbone)
+        self.aggregator_cfg = dict(aggregator or {})
+        self.num_layer_heads, self.frames = num_layer_heads, frames
+        self.meta = dict(meta or {})
+        self.backbone: Backbone = registry.build("backbone", self.backbone_cfg, frames=frames,
+                                                 map_size=features.map_size).freeze()
+        self.aggregator = AttentionAggregator(
+            num_layers=len(features.layers), num_heads=num_layer_heads,
+            max_entities=features.max_entities, frames=frames, map_size=features.map_size,
+            num_steps=len(features.steps), out_channels=self.backbone.in_channels,
+            **self.aggregator_cfg)
+        self.heads = nn.ModuleDict({cat: nn.Linear(self.backbone.out_dim, len(labels))
+                                    for cat, labels in self.label_sets.items()})
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [*self.aggregator.parameters(), *self.heads.parameters()]
+
+    def step_slot(self, step_index: int) -> int:
+        """Position of a sampler step index in T (error if it is not a trained step)."""
+        if step_index not in self.features.steps:
+            raise ValueError(f"step {step_index} is not in the classifier's T = "
+                             f"{list(self.features.steps)}")
+        return self.features.steps.index(step_index)
+
+    def logits(self, maps: torch.Tensor, step_slot: torch.Tensor, category: str) -> torch.Tensor:
+        """``maps``: ``(batch, layers, heads, entities, frames, s, s)`` -> ``(batch, |Y|)``."""
+        if category not in self.heads:
+            raise ValueError(f"classifier has no head for category {category!r}; it has "
+                             f"{', '.join(self.heads)}")
+        volume = self.aggregator(maps, step_slot)
+        return self.heads[category](self.backbone(volume))
+
+    def label_mask(self, category: str, allowed: list[str] | tuple[str, ...] | None) -> torch.Tensor:
+        labels = self.label_sets[category]
+        if not allowed:
+            return torch.ones(len(labels), dtype=torch.bool)
+        unknown = [a for a in allowed if a not in labels]
+        if unknown:
+            raise ValueError(f"labels {unknown} are not in the {category!r} head's label set {labels}")
+        return torch.tensor([lab in allowed for lab in labels])
+
+    def log_probs(self, maps: torch.Tensor, step_slot: torch.Tensor, category: str,
+                  allowed: list[str] | tuple[str, ...] | None = None) -> torch.Tensor:
+        """log s_t over Y, restricted to the prompt's own label set ``allowed``."""
+        logits = self.logits(maps, step_slot, category)
+        mask = self.label_mask(category, allowed).to(logits.device)
+        return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+
+    def label_index(self, category: str, label: str) -> int:
+        labels = self.label_sets[category]
+        if label not in labels:
+            raise ValueError(f"label {label!r} is not in the {category!r} label set {labels}")
+        return labels.index(label)
+
+    # --- files ------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"features": self.features.to_dict(), "label_sets": self.label_sets,
+                "backbone": {**self.backbone_cfg, **self.backbone.config()},
+                "num_layer_heads": self.num_layer_heads, "frames": self.frames,
+                "aggregator": self.aggregator_cfg, "meta": self.meta}
+
+    def save(self, folder: Path | str) -> Path:
+        """``classifier.safetensors`` (aggregator, heads, the frozen backbone) + ``config.json``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, folder / "classifier.safetensors")
+        (folder / "config.json").write_text(json.dumps(self.config(), indent=1, sort_keys=True))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path | str) -> "CVGClassifier":
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"no CVG classifier at {folder} (config.json missing); train "
+                                    "one with `python -m cvg_bench train component=classifier`")
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["features"] = FeatureSpec(**cfg["features"])
+        model = cls(**cfg)
+        model.load_state_dict(load_file(folder / "classifier.safetensors"))
+        model.backbone.freeze()
+        return model

@@ -1,0 +1,186 @@
+"""Training steps (a), (e), (f): dual inversion, a feature cache, the dual cross-entropy.
+
+Every video is inverted twice, under p+ (its true composition) and under p- (a wrong label
+from Y); the entity maps at the steps T of both trajectories are cached on disk, and both are
+supervised with the true label y. The cache is sharded and resumable, so training runs and
+ablations never re-invert.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from cvg_bench.cvg.classifier import CVGClassifier
+from cvg_bench.cvg.features import FeatureSpec, entity_maps
+from cvg_bench.records import atomic_write_text
+from cvg_bench.types import PromptSpec, Video
+
+log = logging.getLogger(__name__)
+
+# A labelled training video: the video, its true spec (p+), a wrong spec (p-), its source.
+Example = tuple[Video, PromptSpec, PromptSpec, str]
+
+
+@torch.no_grad()
+def featurize(generator, video: Video, spec: PromptSpec, features: FeatureSpec) -> torch.Tensor:
+    """Steps (a)-(b) for one prompt: invert ``video`` under ``spec``, replay the trajectory's
+    latents at the steps T and capture the entity maps: ``(|T|, L, H, E, F, s, s)``."""
+    inversion = generator.invert(video, spec, features.num_inference_steps)
+    tokens = generator.prompt_tokens(spec)
+    selection = features.selection(tokens)
+    per_step = []
+    for step in features.steps:
+        t = inversion.timesteps[step]
+        attn = generator.capture(inversion.latent_at(t), t, spec, selection)
+        per_step.append(entity_maps(attn, tokens, features)[0])
+    return torch.stack(per_step)
+
+
+@dataclass
+class FeatureCache:
+    """Shards ``shard-NNNNN.safetensors`` (maps of p+ and p-) + ``shard-NNNNN.jsonl`` (labels)."""
+
+    root: Path
+
+    def shard_paths(self, index: int) -> tuple[Path, Path]:
+        return self.root / f"shard-{index:05d}.safetensors", self.root / f"shard-{index:05d}.jsonl"
+
+    def has_shard(self, index: int) -> bool:
+        return all(p.exists() for p in self.shard_paths(index))
+
+    def write_shard(self, index: int, pos: list[torch.Tensor], neg: list[torch.Tensor],
+                    rows: list[dict[str, Any]]) -> None:
+        tensors, meta = self.shard_paths(index)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = tensors.with_suffix(".tmp")
+        save_file({"pos": torch.stack(pos).half().contiguous(),
+                   "neg": torch.stack(neg).half().contiguous()}, tmp)
+        tmp.replace(tensors)  # the jsonl is written last: a shard counts once both exist
+        atomic_write_text(meta, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+        pos, neg, rows = [], [], []
+        for meta in sorted(self.root.glob("shard-*.jsonl")):
+            tensors = load_file(meta.with_suffix(".safetensors"))
+            pos.append(tensors["pos"].float())
+            neg.append(tensors["neg"].float())
+            rows += [json.loads(line) for line in meta.read_text().splitlines()]
+        if not rows:
+            raise FileNotFoundError(f"no feature shards under {self.root}")
+        return torch.cat(pos), torch.cat(neg), rows
+
+
+def build_feature_cache(generator, examples: Iterable[Example], features: FeatureSpec,
+                        cache: FeatureCache, num_examples: int, shard_size: int = 64) -> FeatureCache:
+    """Invert + featurize ``num_examples`` examples into ``cache`` (finished shards skipped).
+
+    ``examples`` must be deterministic: shard i always holds examples [i*size, (i+1)*size).
+    """
+    it: Iterator[Example] = iter(examples)
+    n_shards = -(-num_examples // shard_size)
+    bar = tqdm(total=num_examples, desc="dual inversion", unit="video")
+    for index in range(n_shards):
+        batch = [next(it) for _ in range(min(shard_size, num_examples - index * shard_size))]
+        if cache.has_shard(index):
+            bar.update(len(batch))
+            continue
+        pos, neg, rows = [], [], []
+        for video, spec_pos, spec_neg, source in batch:
+            t0 = time.perf_counter()
+            pos.append(featurize(generator, video, spec_pos, features))
+            neg.append(featurize(generator, video, spec_neg, features))
+            rows.append({"prompt": spec_pos.prompt, "negative_prompt": spec_neg.prompt,
+                         "category": spec_pos.category, "label": spec_pos.label,
+                         "label_set": list(spec_pos.label_set), "source": source,
+                         "seconds": time.perf_counter() - t0})
+            bar.update(1)
+        cache.write_shard(index, pos, neg, rows)
+    bar.close()
+    return cache
+
+
+def dual_cross_entropy(model: CVGClassifier, pos: torch.Tensor, neg: torch.Tensor | None,
+                       rows: list[dict[str, Any]]) -> torch.Tensor:
+    """L_CE = -log C(phi(z_t, p+))_y - log C(phi(z_t, p-))_y, summed over the steps T,
+    averaged over the batch (one category per batch). ``neg=None`` trains on p+ only."""
+    category = rows[0]["category"]
+    target = torch.tensor([model.label_index(category, r["label"]) for r in rows])
+    allowed = rows[0]["label_set"]
+    loss = pos.new_zeros(())
+    for slot in range(pos.shape[1]):
+        steps = torch.full((len(rows),), slot)
+        for maps in (pos, neg) if neg is not None else (pos,):
+            log_s = model.log_probs(maps[:, slot], steps, category, allowed)
+            loss = loss + torch.nn.functional.nll_loss(log_s, target)
+    return loss
+
+
+def batches_by_prompt_form(rows: list[dict[str, Any]], batch_size: int,
+                           rng: np.random.Generator) -> list[list[int]]:
+    """Index batches whose rows share category and label set (one head, one mask per batch)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["category"], tuple(r["label_set"])), []).append(i)
+    out = []
+    for idx in groups.values():
+        idx = list(rng.permutation(idx))
+        out += [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+@torch.no_grad()
+def accuracy(model: CVGClassifier, maps: torch.Tensor, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-category accuracy of the argmax over each prompt's own label set, at every step."""
+    model.eval()
+    hits: dict[str, list[float]] = {}
+    for idx in batches_by_prompt_form(rows, 256, np.random.default_rng(0)):
+        sub = [rows[i] for i in idx]
+        for slot in range(maps.shape[1]):
+            log_s = model.log_probs(maps[idx, slot], torch.full((len(idx),), slot),
+                                    sub[0]["category"], sub[0]["label_set"])
+            pred = log_s.argmax(-1)
+            target = torch.tensor([model.label_index(r["category"], r["label"]) for r in sub])
+            hits.setdefault(sub[0]["category"], []).extend((pred == target).float().tolist())
+    out = {cat: float(np.mean(v)) for cat, v in hits.items()}
+    out["mean"] = float(np.mean(list(out.values()))) if out else float("nan")
+    return out
+
+
+def train_classifier(model: CVGClassifier, train: FeatureCache, val: FeatureCache | None,
+                     dual: bool = True, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3,
+                     seed: int = 0, log_fn: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Optimise theta_agg and the heads only (the backbone is frozen; the generator is absent)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pos, neg, rows = train.load()
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=lr, weight_decay=1e-4)
+    history = []
+    for epoch in tqdm(range(epochs), desc="classifier epochs"):
+        model.train()
+        losses = []
+        for idx in batches_by_prompt_form(rows, batch_size, rng):
+            loss = dual_cross_entropy(model, pos[idx], neg[idx] if dual else None,
+                                      [rows[i] for i in idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        entry = {"epoch": epoch, "loss": float(np.mean(losses))}
+        if val is not None and (epoch == epochs - 1 or epoch % 5 == 4):
+            vpos, vneg, vrows = val.load()
+            entry["val_acc_pos"] = accuracy(model, vpos, vrows)
+            entry["val_acc_neg"] = accuracy(model, vneg, vrows)
+        history.append(entry)
+        if log_fn:
+            log_fn(entry)
+    return {"history": history}

@@ -1,0 +1,134 @@
+"""CVG's classifier: entity maps, aggregator, frozen backbone, dual cross-entropy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cvg_bench.cvg.classifier import CVGClassifier
+from cvg_bench.cvg.features import FeatureSpec, entity_maps
+from cvg_bench.cvg.training import FeatureCache, accuracy, train_classifier
+from cvg_bench.generators.base import AttentionMaps, PromptTokens
+
+LABELS = {"spatial_relationships": ["left", "right"]}
+FEATS = FeatureSpec(steps=(0, 1), layers=("down", "up"), heads=(0, 1), num_inference_steps=4,
+                    map_size=8, max_entities=2)
+
+
+def blob_maps(x1: int, x2: int, frames: int = 4, size: int = 8, noise: float = 0.0,
+              rng: np.random.Generator | None = None) -> torch.Tensor:
+    """Per-entity maps (L=2, H=2, E=2, F, s, s): a bright column at x1 (entity 1) and x2."""
+    maps = torch.full((2, 2, 2, frames, size, size), 0.05)
+    maps[:, :, 0, :, 2:6, x1] = 1.0
+    maps[:, :, 1, :, 2:6, x2] = 1.0
+    if noise and rng is not None:
+        maps = maps + noise * torch.from_numpy(rng.random(maps.shape)).float()
+    return maps
+
+
+def with_text_trace(maps: torch.Tensor, relation_word: str) -> torch.Tensor:
+    """Composition leakage: a uniform offset on entity 2's maps that encodes the prompt's
+    relation word (as a causal text encoder leaks it into later tokens), not the layout."""
+    out = maps.clone()
+    out[:, :, :, 1] += 1.0 if relation_word == "left" else 0.0
+    return out
+
+
+def make_cache(tmp, n: int, seed: int, leak: bool) -> FeatureCache:
+    """p+ maps: the true layout (+ the trace of the true word if ``leak``); p- maps: the same
+    layout + the trace of the wrong word. Both carry the true label."""
+    rng = np.random.default_rng(seed)
+    pos, neg, rows = [], [], []
+    for _ in range(n):
+        label = str(rng.choice(["left", "right"]))
+        wrong = "right" if label == "left" else "left"
+        a, b = sorted(rng.choice(8, 2, replace=False))
+        x1, x2 = (a, b) if label == "left" else (b, a)
+        m = torch.stack([blob_maps(x1, x2, noise=0.3, rng=rng)] * 2)  # (|T|, L, H, E, F, s, s)
+        pos.append(with_text_trace(m, label) if leak else m)
+        neg.append(with_text_trace(m, wrong) if leak else m)
+        rows.append({"category": "spatial_relationships", "label": label,
+                     "label_set": ["left", "right"], "prompt": "", "source": "synthetic"})
+    cache = FeatureCache(tmp)
+    cache.write_shard(0, pos, neg, rows)
+    return cache
+
+
+def test_entity_maps_average_entity_tokens_and_withhold_the_relation():
+    tokens = PromptTokens(prompt="a red circle on the left of a blue square", input_ids=(),
+                          tokens=(), entity_tokens=((1, 2), (8, 9)), relation_tokens=(4, 5),
+                          num_text_keys=12)
+    heads, frames = 2, 3
+    maps = torch.rand(heads, 4, frames, 16, 16, requires_grad=True)
+    attn = AttentionMaps(maps={"down": maps, "up": maps[:, :, :, :8, :8]},
+                         heads={"down": (0, 1), "up": (0, 1)}, tokens=(1, 2, 8, 9),
+                         num_text_keys=12)
+    spec = FeatureSpec(steps=(0,), layers=("down", "up"), map_size=8, max_entities=3)
+    out, mask = entity_maps(attn, tokens, spec)
+    assert out.shape == (2, heads, 3, frames, 8, 8)
+    assert mask.tolist() == [True, True, False]
+    assert torch.allclose(out[:, :, :2].mean(dim=(-2, -1)), torch.ones(2, heads, 2, frames), atol=1e-4)
+    assert (out[:, :, 2] == 0).all()  # the empty entity slot
+    out.sum().backward()
+    assert maps.grad is not None and maps.grad.abs().sum() > 0
+    with pytest.raises(KeyError, match="layer 'mid' was not captured"):
+        entity_maps(attn, tokens, FeatureSpec(steps=(0,), layers=("mid",)))
+
+
+def test_feature_spec_mismatch_is_an_error():
+    other = FeatureSpec(steps=(0,), layers=FEATS.layers, heads=FEATS.heads, num_inference_steps=4,
+                        map_size=8, max_entities=2)
+    with pytest.raises(ValueError, match="trained on other features.*steps"):
+        FEATS.check_same(other)
+    with pytest.raises(ValueError, match="steps"):
+        FeatureSpec(steps=(9,), layers=("a",), num_inference_steps=4)
+
+
+@pytest.mark.parametrize("backbone", [{"name": "none"}, {"name": "video-encoder", "weights": None}])
+def test_only_aggregator_and_head_train_and_it_learns_layout(tmp_path, backbone):
+    torch.manual_seed(0)
+    model = CVGClassifier(FEATS, LABELS, backbone, num_layer_heads=2, frames=4)
+    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    agg_before = model.aggregator.proj.weight.clone()
+    train = make_cache(tmp_path / "train", 96, seed=1, leak=False)
+    val = make_cache(tmp_path / "val", 48, seed=2, leak=False)
+    train_classifier(model, train, None, epochs=12, batch_size=16, lr=3e-3)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, frozen[key]), f"backbone parameter {key} changed"
+    assert not torch.equal(model.aggregator.proj.weight, agg_before)
+    vpos, _, vrows = val.load()
+    assert accuracy(model, vpos, vrows)["spatial_relationships"] >= 0.9
+
+
+def test_dual_inversion_closes_the_leakage_gap(tmp_path):
+    """With a text trace of the relation word in the maps, a p+-only classifier reads the
+    trace; supervising p- with the true label forces it onto the layout."""
+    train = make_cache(tmp_path / "train", 128, seed=3, leak=True)
+    val = make_cache(tmp_path / "val", 64, seed=4, leak=True)
+    vpos, vneg, vrows = val.load()
+    results = {}
+    for dual in (False, True):
+        torch.manual_seed(0)
+        model = CVGClassifier(FEATS, LABELS, {"name": "none"}, num_layer_heads=2, frames=4)
+        train_classifier(model, train, None, dual=dual, epochs=12, batch_size=16, lr=3e-3)
+        results[dual] = (accuracy(model, vpos, vrows)["mean"], accuracy(model, vneg, vrows)["mean"])
+    gap = {dual: acc_pos - acc_neg for dual, (acc_pos, acc_neg) in results.items()}
+    assert gap[False] >= 0.3, results  # p+ only: the shortcut fails on p- features
+    assert results[True][1] >= 0.9 and gap[True] <= 0.1, results  # dual: reads the layout
+
+
+def test_save_load_round_trip(tmp_path):
+    model = CVGClassifier(FEATS, LABELS, {"name": "video-encoder", "weights": None},
+                          num_layer_heads=2, frames=4)
+    model.save(tmp_path / "clf")
+    again = CVGClassifier.load(tmp_path / "clf")
+    x = blob_maps(1, 6)[None]
+    step = torch.tensor([1])
+    assert torch.allclose(model.log_probs(x, step, "spatial_relationships"),
+                          again.log_probs(x, step, "spatial_relationships"))
+    assert again.features == FEATS
+    with pytest.raises(FileNotFoundError, match="no CVG classifier"):
+        CVGClassifier.load(tmp_path / "missing")
+    with pytest.raises(ValueError, match="not in the 'spatial_relationships' label set"):
+        model.label_index("spatial_relationships", "above")
