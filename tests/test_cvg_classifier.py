@@ -132,3 +132,29 @@ def test_save_load_round_trip(tmp_path):
         CVGClassifier.load(tmp_path / "missing")
     with pytest.raises(ValueError, match="not in the 'spatial_relationships' label set"):
         model.label_index("spatial_relationships", "above")
+
+
+TINY_VIT = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 64, "image_size": 32, "patch_size": 8}
+
+
+def test_hf_vision_backbone_is_frozen_and_passes_gradients(tmp_path):
+    model = CVGClassifier(FEATS, LABELS, {"name": "hf-vision", "config": TINY_VIT},
+                          num_layer_heads=2, frames=4)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    x = blob_maps(1, 6)[None].requires_grad_(True)
+    loss = -model.log_probs(x, torch.tensor([0]), "spatial_relationships")[0, 0]
+    loss.backward()
+    assert x.grad.abs().sum() > 0  # guidance reaches the maps through the frozen tower
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.aggregator.proj.weight.grad is not None
+    model.save(tmp_path / "clf")
+    again = CVGClassifier.load(tmp_path / "clf")
+    assert torch.allclose(again.log_probs(x, torch.tensor([0]), "spatial_relationships"),
+                          model.log_probs(x, torch.tensor([0]), "spatial_relationships"))
+
+
+def test_hf_backbone_without_weights_names_the_config_key():
+    with pytest.raises(FileNotFoundError, match="backbone.model_id=DIR"):
+        CVGClassifier(FEATS, LABELS, {"name": "hf-vision", "model_id": "/nonexistent/siglip"},
+                      num_layer_heads=2, frames=4)
