@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from omegaconf import DictConfig
@@ -72,10 +73,9 @@ def _print_leaderboard(results_dirs: list[str], out_dir: str, categories=None) -
     from cvg_bench.leaderboard import write_leaderboards
 
     paths = write_leaderboards(results_dirs, out_dir, categories=categories)
-    for bench, files in paths.items():
-        md = files.get("markdown") if isinstance(files, dict) else None
-        if md is not None and os.path.exists(md):
-            print(f"\n## {bench}\n" + open(md).read())
+    for key, path in paths.items():
+        if key.endswith("/md"):
+            print(f"\n## {key.removesuffix('/md')}\n" + Path(path).read_text())
     print(f"leaderboards written under {out_dir}")
 
 
