@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 # Benchmark keys that choose which prompts run, not what a sample is: left out of the hash
 # so that shards and partial runs of one configuration share one run directory.
-_SELECTION_KEYS = ("categories", "limit", "shard", "num_shards", "split")
+# Where the suite is read from is not part of it either (benchmark_version pins its content).
+_SELECTION_KEYS = ("categories", "limit", "shard", "num_shards", "split", "data_root")
 
 
 @dataclass

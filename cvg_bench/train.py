@@ -9,6 +9,7 @@ from typing import Any
 # component -> "module:function" taking the component's config node.
 TRAINERS: dict[str, str] = {
     "generator": "cvg_bench.generators.tiny_training:train_tiny_generator",
+    "classifier": "cvg_bench.cvg.pipeline:train_cvg_classifier",
 }
 
 
