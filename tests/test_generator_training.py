@@ -1,0 +1,108 @@
+"""Tiny generator training: loss goes down, checkpoints, exact resume, export, config errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cvg_bench.generators import tiny_training as tt
+from cvg_bench.generators.tiny import TinyGenerator
+from cvg_bench.types import PromptSpec
+
+SMALL = [
+    "batch_size=4", "data.num_frames=4", "data.height=16", "data.width=16", "log_every=1",
+    "preview_every=0", "warmup_steps=1", "lr=3e-3", "num_threads=1",
+    "model.max_length=8", "model.unet.sample_size=8", "model.unet.block_out_channels=[16,32]",
+    "model.unet.cross_attention_dim=32", "model.text_encoder.hidden_size=32",
+    "model.text_encoder.intermediate_size=64", "model.text_encoder.projection_dim=32",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the machine is shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class Squares:
+    """A stand-in data source: one coloured square whose colour the prompt names."""
+
+    colours = ("red", "green", "blue")
+
+    def batch(self, step, batch_size):
+        rng = np.random.default_rng([0, step])
+        prompts, videos = [], []
+        for _ in range(batch_size):
+            c, x = int(rng.integers(3)), int(rng.integers(0, 12))
+            v = np.zeros((4, 16, 16, 3), np.uint8)
+            v[:, 4:8, x : x + 4, c] = 255
+            prompts.append(f"a {self.colours[c]} square")
+            videos.append(v)
+        return prompts, np.stack(videos)
+
+    def vocabulary(self):
+        return {"a", "square", *self.colours}
+
+
+def _cfg(tmp_path, name, steps, *extra):
+    return tt.load_config(None, [
+        f"checkpoint_dir={tmp_path / name / 'ck'}", f"export_dir={tmp_path / name / 'export'}",
+        f"steps={steps}", "eval_batches=1", *SMALL, *extra,
+    ])
+
+
+def test_training_lowers_the_loss_checkpoints_and_exports(tmp_path):
+    out = tt.train_tiny_generator(_cfg(tmp_path, "a", 12, "checkpoint_every=5", "eval_every=12"), data=Squares())
+    rows = list(csv.DictReader(open(tmp_path / "a" / "ck" / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(0, 13))
+    evals = {int(r["step"]): float(r["eval_loss"]) for r in rows if r["eval_loss"]}
+    assert set(evals) == {0, 12} and evals[12] < 0.9 * evals[0], evals
+    assert (tmp_path / "a" / "ck" / "latest").read_text().strip() == "step_0000012"
+    assert (tmp_path / "a" / "ck" / "step_0000010" / "model.safetensors").is_file()
+    info = json.loads((out / "TRAINING.json").read_text())
+    assert info["steps"] == 12 and info["seed"] == 0 and info["final_loss_mean_last_100"] > 0
+    gen = TinyGenerator(path=str(out), num_frames=4, height=16, width=16, num_inference_steps=2)
+    assert gen.sample(PromptSpec("x", "a red square", "t"), 0).video.shape == (4, 16, 16, 3)
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    tt.train_tiny_generator(_cfg(tmp_path, "once", 6, "checkpoint_every=100"), data=Squares())
+    tt.train_tiny_generator(_cfg(tmp_path, "twice", 3, "checkpoint_every=100"), data=Squares())
+    tt.train_tiny_generator(_cfg(tmp_path, "twice", 6, "checkpoint_every=100"), data=Squares())
+    a = load_file(tmp_path / "once" / "ck" / "step_0000006" / "model.safetensors")
+    b = load_file(tmp_path / "twice" / "ck" / "step_0000006" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    rows = list(csv.DictReader(open(tmp_path / "twice" / "ck" / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(0, 7))
+
+
+def test_config_errors_name_the_bad_key_and_values(tmp_path):
+    with pytest.raises(ValueError, match="stepz"):
+        tt.load_config(None, ["stepz=3"])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        tt.lr_at(tt.load_config(None, ["lr_schedule=linear", "warmup_steps=0"]), 5)
+    tt.train_tiny_generator(_cfg(tmp_path, "m", 1), data=Squares())
+    with pytest.raises(ValueError, match="was started with model"):
+        tt.train_tiny_generator(_cfg(tmp_path, "m", 2, "model.text_encoder.num_hidden_layers=1"), data=Squares())
+
+
+def test_shapes_data_source_draws_seen_prompts():
+    pytest.importorskip("cvg_bench.shapes.render")
+    from cvg_bench.shapes.grammar import is_heldout, parse
+
+    cfg = tt.load_config(None, ["data.num_frames=4", "data.height=16", "data.width=16"])
+    data = tt.make_data_source(cfg)
+    prompts, videos = data.batch(3, 5)
+    assert videos.shape == (5, 4, 16, 16, 3) and videos.dtype == np.uint8
+    assert not any(is_heldout(parse(p)) for p in prompts)
+    again, _ = data.batch(3, 5)
+    assert again == prompts
+    assert {"red", "circle", "left", "above"} <= data.vocabulary()
