@@ -111,8 +111,8 @@ class EnergyHook:
             z = latents.detach().requires_grad_(True)
             energy = m.energy(ctx.run_attention(z, self.state["selection"]), self.state, ctx)
             self.stats.steps.append(ctx.step_index)
-            self.stats.energies.append(float(energy))
-            if m.energy_threshold is not None and float(energy) < m.energy_threshold:
+            self.stats.energies.append(energy.item())
+            if m.energy_threshold is not None and energy.item() < m.energy_threshold:
                 break
             (grad,) = torch.autograd.grad(energy, z)
             if not torch.isfinite(grad).all():  # never propagate NaN/inf into the sample
