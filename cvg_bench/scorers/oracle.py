@@ -1,0 +1,33 @@
+"""Scorer ``oracle``: the shapes world's exact judge (:mod:`cvg_bench.shapes.oracle`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from cvg_bench.registry import register
+from cvg_bench.scorers.base import Scorer, ScoreResult
+from cvg_bench.shapes import oracle
+from cvg_bench.types import PromptSpec, Video
+
+
+@register("scorer", "oracle")
+class OracleScorer(Scorer):
+    """Exact faithfulness on shapes-world prompts: pass/fail, graded score, validity."""
+
+    role: ClassVar[str] = "faithfulness"
+    primary: ClassVar[str] = "pass"
+    higher_is_better: ClassVar[dict[str, bool]] = {"pass": True, "score": True, "validity": True}
+
+    def __init__(self, min_validity: float = oracle.MIN_VALIDITY) -> None:
+        if not 0.0 <= min_validity <= 1.0:
+            raise ValueError(f"min_validity={min_validity} must be in [0, 1]")
+        self.min_validity = min_validity
+
+    def version(self) -> str:
+        return oracle.VERSION
+
+    def score(self, video: Video, spec: PromptSpec) -> ScoreResult:
+        """Raises PromptGrammarError when the prompt is not a shapes-world prompt."""
+        j = oracle.judge(video, spec, min_validity=self.min_validity)
+        raw = {"pass": float(j.passed), "score": float(j.score), "validity": float(j.validity)}
+        return ScoreResult(raw=raw, normalised=dict(raw), details=j.predicates)
