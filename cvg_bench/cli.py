@@ -79,11 +79,18 @@ def _print_leaderboard(results_dirs: list[str], out_dir: str, categories=None) -
     print(f"leaderboards written under {out_dir}")
 
 
+def _bench(cfg: DictConfig) -> int:
+    from cvg_bench.bench import main as bench_main
+
+    return bench_main(cfg)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command("generate + score a method on a benchmark over seeds", _run),
     "score": Command("score existing videos (a folder with prompts.jsonl and <id>.mp4)", _score),
     "train": Command("train a component (component=generator|classifier|...)", _train),
     "leaderboard": Command("tables (CSV, Markdown, LaTeX) and plots from records", _leaderboard),
+    "bench": Command("guidance cost: seconds, memory, breakdown, early exit (ratios)", _bench),
     "list": Command("every registered plugin with a one-line description", None),
 }
 

@@ -63,7 +63,7 @@ def test_run_writes_records_then_skips_them(tmp_path):
     assert rec["versions"]["torch"] != "absent" and rec["git_commit"]
     run_dir = next(results.glob("shapes/*"))
     assert (run_dir / "manifest.json").exists() and (run_dir / rec["video_path"]).exists()
-    assert list((run_dir / "leaderboard").glob("*.md"))
+    assert list((results / "shapes" / "leaderboard").glob("*.md"))  # the benchmark's table
     again = cli(*quick_run_args(results), cwd=tmp_path)
     assert again.returncode == 0 and "skipped (already done): 4" in again.stdout
     forced = cli(*quick_run_args(results, "force=true", "seeds=[0]"), cwd=tmp_path)
@@ -140,3 +140,14 @@ def test_score_folder_and_its_errors(tmp_path):
     assert out.returncode == 2 and "prompts.jsonl:1: malformed line" in out.stderr
     out = cli("score", "benchmark=shapes", f"videos={tmp_path / 'none'}", cwd=tmp_path)
     assert out.returncode == 2 and "videos folder not found" in out.stderr
+
+
+def test_multirun_sweeps_seeds_into_one_run_dir(tmp_path):
+    results = tmp_path / "res"
+    out = cli("run", "-m", "method=vanilla", "generator=dummy", "benchmark=shapes",
+              "benchmark.limit=1", "benchmark.categories=[motion_binding]", "seed=0,1",
+              f"results_dir={results}", "leaderboard=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    records = list(iter_records(results))
+    assert sorted(r["seed"] for r in records) == [0, 1]
+    assert len({r["run_hash"] for r in records}) == 1  # the seed is not part of the run

@@ -1,0 +1,233 @@
+"""`bench`: what guidance costs, measured side by side on one generator.
+
+Same generator, prompts and seeds for every method; seconds per video and peak memory, each
+also as a ratio to vanilla (absolute seconds on a shared 2-core machine are noisy; ratios
+are the claim); a breakdown of one guided step; early exit against the full forward; one
+inversion; and the floor: one extra partial forward + backward per guided step.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psutil
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cvg_bench import registry
+from cvg_bench.cvg.classifier import CVGClassifier
+from cvg_bench.cvg.features import FeatureSpec, entity_maps
+from cvg_bench.records import atomic_write_json, atomic_write_text, library_versions
+
+
+@contextmanager
+def peak_rss(interval_s: float = 0.002) -> Iterator[dict[str, float]]:
+    """Peak resident memory above the level at entry (MB), sampled by a thread."""
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    out = {"peak_mb": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        peak = base
+        while not stop.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(interval_s)
+        out["peak_mb"] = (max(peak, proc.memory_info().rss) - base) / 2**20
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def build_generator(cfg: DictConfig):
+    if cfg.generator.get("random", False):
+        from cvg_bench.generators.tiny import TinyGenerator
+
+        kwargs = {k: v for k, v in OmegaConf.to_container(cfg.generator).items()
+                  if k not in ("name", "random", "path")}
+        return TinyGenerator.random(**kwargs)
+    return registry.build("generator", cfg.generator)
+
+
+def random_classifier(generator, layers: list[str], guided_steps: int, folder: Path) -> Path:
+    """A CVG classifier of the configured architecture with random weights: costs are the
+    same as a trained one's."""
+    from cvg_bench.shapes.grammar import CATEGORIES, label_set
+
+    features = FeatureSpec(steps=tuple(range(max(guided_steps, 1))), layers=tuple(layers),
+                           heads=(0, 1, 2, 3), num_inference_steps=len(generator.timesteps()),
+                           map_size=8, max_entities=2)
+    labels = {c: list(label_set(c)) + [y for y in _two(c, label_set) if y not in label_set(c)]
+              for c in CATEGORIES}
+    model = CVGClassifier(features, labels, {"name": "video-encoder", "weights": None},
+                          num_layer_heads=4, frames=generator.num_frames)
+    return model.save(folder)
+
+
+def _two(category: str, label_set) -> tuple[str, ...]:
+    try:
+        return label_set(category, 2)
+    except ValueError:
+        return ()
+
+
+def method_costs(cfg: DictConfig, generator, specs, methods: dict[str, dict]) -> dict[str, dict]:
+    out = {}
+    for name, mcfg in methods.items():
+        method = registry.build("method", mcfg)
+        usable = [s for s in specs if method.supported_categories is None
+                  or s.category in method.supported_categories]
+        secs, guid, peaks = [], [], []
+        for spec in usable:
+            for seed in range(cfg.seeds):
+                hook = method.make_hook(generator, spec)
+                with peak_rss() as mem:
+                    t0 = time.perf_counter()
+                    result = generator.sample(spec, seed, hook=hook)
+                    secs.append(time.perf_counter() - t0)
+                guid.append(result.guidance_seconds)
+                peaks.append(mem["peak_mb"])
+        out[name] = {"sec_per_video": statistics.mean(secs), "guidance_sec": statistics.mean(guid),
+                     "peak_mb": max(peaks), "videos": len(secs),
+                     "categories": sorted({s.category for s in usable})}
+    return out
+
+
+def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path) -> dict[str, float]:
+    """One CVG guided step, split into its parts, with and without early exit."""
+    clf = CVGClassifier.load(clf_path)
+    clf.requires_grad_(False)
+    tokens = generator.prompt_tokens(spec)
+    selection = clf.features.selection(tokens)
+    t = generator.timesteps()[0]
+    z0 = generator.initial_latents(0)
+    cond = None
+    target = clf.label_index(spec.category, spec.label)
+    reps = cfg.repeats
+
+    def forward(early: bool):
+        z = z0.detach().requires_grad_(True)
+        return z, generator.capture(z, t, spec, selection, early_exit=early)
+
+    def classify(attn):
+        maps, _ = entity_maps(attn, tokens, clf.features)
+        return -clf.log_probs(maps[None], torch.tensor([0]), spec.category, spec.label_set)[0, target]
+
+    def full_step(early: bool):
+        z, attn = forward(early)
+        (grad,) = torch.autograd.grad(classify(attn), z)
+        return z - 0.1 * grad
+
+    z, attn = forward(True)
+    loss = classify(attn)
+    out = {
+        "forward_early_exit_s": timed(lambda: forward(True), reps),
+        "forward_full_s": timed(lambda: forward(False), reps),
+        "classifier_s": timed(lambda: classify(attn), reps),
+        "guided_step_early_exit_s": timed(lambda: full_step(True), reps),
+        "guided_step_full_s": timed(lambda: full_step(False), reps),
+    }
+    out["backward_s"] = max(out["guided_step_early_exit_s"] - out["forward_early_exit_s"]
+                            - out["classifier_s"], 0.0)
+    early_maps = forward(True)[1]
+    full_maps = forward(False)[1]
+    out["early_exit_maps_identical"] = all(torch.equal(early_maps.maps[k], full_maps.maps[k])
+                                           for k in early_maps.maps)
+    out["explicit_layers"] = early_maps.stats.get("explicit_layers")
+    out["fused_layers"] = early_maps.stats.get("fused_layers")
+    del cond, loss, z
+    with torch.no_grad(), peak_rss() as plain_mem:
+        generator.capture(z0, t, spec, selection, early_exit=False)
+    with peak_rss() as guided_mem:
+        full_step(True)
+    out["plain_step_peak_mb"] = plain_mem["peak_mb"]
+    out["guided_step_peak_mb"] = guided_mem["peak_mb"]
+    return out
+
+
+def run_bench(cfg: DictConfig) -> dict[str, Any]:
+    from cvg_bench.shapes.grammar import parse
+
+    torch.set_num_threads(int(cfg.num_threads))
+    generator = build_generator(cfg)
+    specs = [parse(p) for p in cfg.prompts]
+    out_dir = Path(cfg.out_dir)
+    layers_all = generator.attention_layers()
+    layer_sets = {"all": layers_all, "first_half": layers_all[: max(1, len(layers_all) // 2)]}
+    report: dict[str, Any] = {"generator": generator.version(), "threads": cfg.num_threads,
+                              "guided_steps": cfg.guided_steps, "versions": library_versions(),
+                              "num_inference_steps": len(generator.timesteps())}
+    clf_paths = {k: random_classifier(generator, v, cfg.guided_steps, out_dir / f"clf_{k}")
+                 for k, v in layer_sets.items()}
+    base = {"guided_steps": cfg.guided_steps, "eta": 0.1}
+    methods = {"vanilla": {"name": "vanilla"},
+               "attend_excite": {"name": "attend_excite", **base},
+               "layout_energy": {"name": "layout_energy", **base},
+               "binding_energy": {"name": "binding_energy", **base},
+               "cvg": {"name": "cvg", "classifier": str(clf_paths[cfg.cvg_layers]), **base}}
+    report["methods"] = method_costs(cfg, generator, specs, methods)
+    van = report["methods"]["vanilla"]
+    for row in report["methods"].values():
+        row["time_ratio"] = row["sec_per_video"] / van["sec_per_video"]
+        row["peak_ratio"] = row["peak_mb"] / max(van["peak_mb"], 1e-9)
+    report["step"] = {k: guided_step_breakdown(cfg, generator, specs[0], p) for k, p in clf_paths.items()}
+    step = report["step"][cfg.cvg_layers]
+    report["floor_time_ratio"] = 1 + cfg.guided_steps * step["guided_step_early_exit_s"] / van["sec_per_video"]
+    report["early_exit_ratio"] = {k: s["forward_early_exit_s"] / s["forward_full_s"] for k, s in report["step"].items()}
+    video = generator.sample(specs[0], 0).video
+    report["inversion_s"] = timed(lambda: generator.invert(video, specs[0]), 1)
+    atomic_write_json(out_dir / "bench.json", report)
+    atomic_write_text(out_dir / "bench.md", to_markdown(report))
+    return report
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    lines = [f"generator `{r['generator']}`, {r['num_inference_steps']} steps, "
+             f"{r['guided_steps']} guided, torch threads {r['threads']}", "",
+             "| method | s/video | x vanilla | guidance s | peak MB | x vanilla | videos |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in r["methods"].items():
+        lines.append(f"| {name} | {m['sec_per_video']:.3f} | {m['time_ratio']:.2f} | "
+                     f"{m['guidance_sec']:.3f} | {m['peak_mb']:.0f} | {m['peak_ratio']:.2f} | {m['videos']} |")
+    lines += ["", f"floor (1 + guided steps x one partial forward+backward / vanilla video): "
+                  f"{r['floor_time_ratio']:.3f}x", "",
+              "| CVG layers | fwd early-exit s | fwd full s | early/full | classifier s | "
+              "backward s | guided step s | maps identical | explicit/fused layers | "
+              "peak MB plain / guided step |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for k, s in r["step"].items():
+        lines.append(f"| {k} | {s['forward_early_exit_s']:.4f} | {s['forward_full_s']:.4f} | "
+                     f"{r['early_exit_ratio'][k]:.2f} | {s['classifier_s']:.4f} | {s['backward_s']:.4f} | "
+                     f"{s['guided_step_early_exit_s']:.4f} | {s['early_exit_maps_identical']} | "
+                     f"{s['explicit_layers']}/{s['fused_layers']} | "
+                     f"{s['plain_step_peak_mb']:.0f} / {s['guided_step_peak_mb']:.0f} |")
+    lines += ["", f"one DDIM inversion: {r['inversion_s']:.2f} s"]
+    return "\n".join(lines) + "\n"
+
+
+def main(cfg: DictConfig) -> int:
+    report = run_bench(cfg)
+    print(to_markdown(report))
+    print(f"written: {Path(cfg.out_dir) / 'bench.json'}")
+    return 0
