@@ -29,21 +29,13 @@ from typing import Any, Iterable, Sequence
 
 from cvg_bench.benchmarks.base import Benchmark
 from cvg_bench.registry import register
-from cvg_bench.types import Entity, PromptSpec
+from cvg_bench.types import COMPOSITION_CATEGORIES, Entity, PromptSpec
 
 Span = tuple[int, int]
 
 ENV_VAR = "CVG_T2VCOMPBENCH_ROOT"
 
-CATEGORIES: tuple[str, ...] = (
-    "consistent_attribute_binding",
-    "dynamic_attribute_binding",
-    "spatial_relationships",
-    "motion_binding",
-    "action_binding",
-    "object_interactions",
-    "generative_numeracy",
-)
+CATEGORIES: tuple[str, ...] = COMPOSITION_CATEGORIES
 
 # v1 prompt files (official repo, prompts/) per category.
 V1_PROMPT_FILES: dict[str, str] = {
@@ -491,6 +483,18 @@ class Parse:
         self.notes.extend(notes)
         return ent
 
+    def add_dynamic_cues(self, prompt: str, missing_note: str) -> None:
+        """Every transition word (:data:`DYNAMIC_CUES`) outside the entities' words becomes a
+        relation span (kept sorted); if there are none, a missing relation with ``missing_note``."""
+        taken = all_spans(self.entities)
+        for cue in DYNAMIC_CUES:
+            for m in re.finditer(cue, prompt, re.IGNORECASE):
+                if not overlaps(m.span(), taken):
+                    self.relation_spans.append(m.span())
+        self.relation_spans.sort()
+        if not self.relation_spans:
+            self.missing_relation(missing_note)
+
 
 def _parse_consistent(prompt: str, rec: dict[str, Any]) -> Parse:
     p = Parse()
@@ -528,15 +532,8 @@ def _parse_dynamic(prompt: str, rec: dict[str, Any]) -> Parse:
         for state in states:  # the two states share the object's noun: they may overlap
             p.add_entity(prompt, state, shared=True)
     p.label, p.label_set = "state0->state1", DYNAMIC_LABELS
-    taken = all_spans(p.entities)
-    for cue in DYNAMIC_CUES:
-        for m in re.finditer(cue, prompt, re.IGNORECASE):
-            if not overlaps(m.span(), taken):
-                p.relation_spans.append(m.span())
-    p.relation_spans.sort()
-    if not p.relation_spans:
-        p.missing_relation("no transition words (from/to/into/then/turns/changes/becomes...) "
-                           "outside the state words: relation_spans empty")
+    p.add_dynamic_cues(prompt, "no transition words (from/to/into/then/turns/changes/becomes...) "
+                               "outside the state words: relation_spans empty")
     p.extra["contrast_prompts"] = {}
     if rec.get("tag"):
         p.extra["tag"] = rec["tag"]
@@ -808,6 +805,15 @@ def missing_data_root(benchmark: str, env_var: str, expected: str) -> ValueError
     )
 
 
+def resolve_data_root(data_root: str | None, benchmark: str, env_var: str, expected: str) -> Path:
+    """The suite's folder: ``data_root``, else ``$env_var``; neither set (or set empty) is the
+    :func:`missing_data_root` error listing the ``expected`` files."""
+    root = data_root if data_root not in (None, "") else os.environ.get(env_var) or None
+    if root is None:
+        raise missing_data_root(benchmark, env_var, expected)
+    return Path(root).expanduser()
+
+
 @register("benchmark", "t2vcompbench")
 class T2VCompBench(Benchmark):
     """T2V-CompBench v1/v2 (7 categories) from a local copy: data_root or $CVG_T2VCOMPBENCH_ROOT."""
@@ -827,10 +833,8 @@ class T2VCompBench(Benchmark):
         if version not in VERSIONS:
             raise ValueError(f"t2vcompbench version={version!r}; accepted: {', '.join(VERSIONS)}")
         self.suite_version = version
-        root = data_root if data_root not in (None, "") else os.environ.get(ENV_VAR) or None
-        if root is None:
-            raise missing_data_root("t2vcompbench", ENV_VAR, self.expected_files(version))
-        self.data_root = Path(root).expanduser()
+        self.data_root = resolve_data_root(data_root, "t2vcompbench", ENV_VAR,
+                                           self.expected_files(version))
         self.meta_dir, self.prompts_dir = self.resolve_layout(self.data_root, version)
         self._specs: list[PromptSpec] | None = None
         self._version: str | None = None

@@ -18,14 +18,12 @@ VBench-2.0 (``seeds=[0,1,2]``); its ``{prompt}-{index}.mp4`` file names are made
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from cvg_bench.benchmarks.base import Benchmark
 from cvg_bench.benchmarks.t2vcompbench import (
-    DYNAMIC_CUES,
     DYNAMIC_LABELS,
     SPATIAL_PATTERNS,
     Parse,
@@ -36,12 +34,11 @@ from cvg_bench.benchmarks.t2vcompbench import (
     clean_phrase,
     content_hash,
     locate_entity,
-    missing_data_root,
-    overlaps,
     phrase_pattern,
     read_json_list,
     read_lines,
     relation_search,
+    resolve_data_root,
     search,
     search_stem,
     tokens,
@@ -241,14 +238,7 @@ def _parse_dynamic_attribute(prompt: str, rec: dict[str, Any]) -> Parse:
         p.add_entity(prompt, subject.group(1), windows=[subject.span(1)])
         p.notes.append("no 'from X to Y' / 'into Y' in the prompt: one entity (the subject), "
                        "states unknown")
-    taken = all_spans(p.entities)
-    for cue in DYNAMIC_CUES:
-        for m in re.finditer(cue, prompt, re.IGNORECASE):
-            if not overlaps(m.span(), taken):
-                p.relation_spans.append(m.span())
-    p.relation_spans.sort()
-    if not p.relation_spans:
-        p.missing_relation("no transition words outside the state words: relation_spans empty")
+    p.add_dynamic_cues(prompt, "no transition words outside the state words: relation_spans empty")
     p.label, p.label_set = "state0->state1", DYNAMIC_LABELS
     p.extra["questions"] = list(rec.get("auxiliary_info") or [])
     return p
@@ -324,10 +314,7 @@ class VBench(Benchmark):
     ) -> None:
         super().__init__(categories=categories, split=split, limit=limit, shard=shard,
                          num_shards=num_shards)
-        root = data_root if data_root not in (None, "") else os.environ.get(ENV_VAR) or None
-        if root is None:
-            raise missing_data_root("vbench", ENV_VAR, self.expected_files())
-        self.data_root = Path(root).expanduser()
+        self.data_root = resolve_data_root(data_root, "vbench", ENV_VAR, self.expected_files())
         if not self.data_root.is_dir():
             raise FileNotFoundError(f"vbench data_root {self.data_root} is not a folder. "
                                     f"Expected: {self.expected_files()}")

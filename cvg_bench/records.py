@@ -71,11 +71,15 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_name(text: str) -> str:
-    """A file-name-safe form of an id (ids come from benchmark files)."""
-    out = _SAFE.sub("_", str(text)).strip("._")
+    """A file-name-safe form of an id (ids come from benchmark files). An id that had to be
+    changed or cut gets a hash of the original, so two ids never share one file."""
+    text = str(text)
+    out = _SAFE.sub("_", text).strip("._")
     if not out:
         raise ValueError(f"id {text!r} has no file-name-safe characters")
-    return out[:120]
+    if out != text or len(out) > 120:
+        out = f"{out[:110]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:

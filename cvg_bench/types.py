@@ -7,6 +7,18 @@ from typing import Any
 
 import numpy as np
 
+# T2V-CompBench's seven compositional categories (its metadata file names); the shapes world
+# and the benchmark adapters share them so leaderboards line up.
+COMPOSITION_CATEGORIES: tuple[str, ...] = (
+    "consistent_attribute_binding",
+    "dynamic_attribute_binding",
+    "spatial_relationships",
+    "motion_binding",
+    "action_binding",
+    "object_interactions",
+    "generative_numeracy",
+)
+
 # A video everywhere in the harness: uint8 array (frames, height, width, 3), RGB.
 Video = np.ndarray
 

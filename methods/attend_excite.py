@@ -15,7 +15,7 @@ from cvg_bench.registry import register
 
 def gaussian_smooth(maps: torch.Tensor, sigma: float = 0.5, size: int = 3) -> torch.Tensor:
     """A&E's Gaussian smoothing of each (h, w) map, so one noisy pixel cannot satisfy it."""
-    x = torch.arange(size, dtype=maps.dtype) - size // 2
+    x = torch.arange(size, dtype=maps.dtype, device=maps.device) - size // 2
     k1 = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = (k1[:, None] * k1[None, :]) / (k1.sum() ** 2)
     flat = maps.reshape(-1, 1, *maps.shape[-2:])

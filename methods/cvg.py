@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+import cvg_bench
 from cvg_bench.cvg.classifier import CVGClassifier
 from cvg_bench.cvg.features import entity_maps
 from cvg_bench.generators.base import AttentionMaps, StepContext
@@ -14,7 +15,9 @@ from cvg_bench.guidance import EnergyGuidance
 from cvg_bench.registry import register
 from cvg_bench.types import PromptSpec
 
-DEFAULT_CLASSIFIER = Path(__file__).resolve().parent.parent / "cvg_bench" / "assets" / "cvg_classifier"
+# Under the cvg_bench package itself: this file sits in methods/ in a checkout but in
+# cvg_bench/methods/ once installed, so it must not be located from this file.
+DEFAULT_CLASSIFIER = Path(cvg_bench.__file__).resolve().parent / "assets" / "cvg_classifier"
 
 
 @register("method", "cvg")
@@ -28,6 +31,7 @@ class CVG(EnergyGuidance):
                          grad_norm=grad_norm, max_grad_norm=max_grad_norm, iterations=iterations)
         self.classifier = CVGClassifier.load(classifier or DEFAULT_CLASSIFIER)
         self.classifier.requires_grad_(False)
+        self.classifier.eval()  # guidance is inference: no dropout in the aggregator
         trained = self.classifier.features.steps
         missing = [s for s in range(guided_steps) if s not in trained]
         if missing:
@@ -42,6 +46,7 @@ class CVG(EnergyGuidance):
         if features.num_inference_steps != n_steps:
             raise ValueError(f"classifier was trained for a {features.num_inference_steps}-step "
                              f"sampler; the generator samples with {n_steps} steps")
+        self.classifier.to(getattr(generator, "device", "cpu"))  # maps arrive on its device
         tokens = generator.prompt_tokens(spec)
         return {"tokens": tokens, "selection": features.selection(tokens), "spec": spec,
                 "target": self.classifier.label_index(spec.category, spec.label)}
@@ -50,6 +55,7 @@ class CVG(EnergyGuidance):
         """(b)-(c): L_comp = -log s_t[y], s_t = C(theta_agg(A_t)) over the prompt's Y."""
         clf, spec = self.classifier, state["spec"]
         maps, _ = entity_maps(attn, state["tokens"], clf.features)
-        slot = torch.tensor([clf.step_slot(ctx.step_index)])
+        maps = maps.float()  # the classifier runs in float32 whatever the generator's dtype
+        slot = torch.tensor([clf.step_slot(ctx.step_index)], device=maps.device)
         log_s = clf.log_probs(maps[None], slot, spec.category, spec.label_set)
         return -log_s[0, state["target"]]

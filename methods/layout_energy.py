@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -26,8 +27,8 @@ def centroids(maps: torch.Tensor) -> torch.Tensor:
     """(E, F, h, w) maps -> (E, F, 2) centroids (x, y) in [0, 1]."""
     p = spatial_distribution(maps)
     h, w = maps.shape[-2:]
-    ys = (torch.arange(h, dtype=maps.dtype) + 0.5) / h
-    xs = (torch.arange(w, dtype=maps.dtype) + 0.5) / w
+    ys = (torch.arange(h, dtype=maps.dtype, device=maps.device) + 0.5) / h
+    xs = (torch.arange(w, dtype=maps.dtype, device=maps.device) + 0.5) / w
     return torch.stack([(p.sum(-2) * xs).sum(-1), (p.sum(-1) * ys).sum(-1)], -1)
 
 
@@ -35,11 +36,20 @@ def spread(maps: torch.Tensor) -> torch.Tensor:
     """(E, F, h, w) -> (E, F): the RMS distance of the map's mass from its centroid."""
     p = spatial_distribution(maps)
     h, w = maps.shape[-2:]
-    ys = ((torch.arange(h, dtype=maps.dtype) + 0.5) / h)[:, None]
-    xs = ((torch.arange(w, dtype=maps.dtype) + 0.5) / w)[None, :]
+    ys = ((torch.arange(h, dtype=maps.dtype, device=maps.device) + 0.5) / h)[:, None]
+    xs = ((torch.arange(w, dtype=maps.dtype, device=maps.device) + 0.5) / w)[None, :]
     c = centroids(maps)
     d2 = (xs - c[..., 0, None, None]) ** 2 + (ys - c[..., 1, None, None]) ** 2
     return (p * d2).sum(dim=(-2, -1)).clamp_min(1e-8).sqrt()
+
+
+LOOKUPS = {"spatial_relationships": RELATIONS, "motion_binding": DIRECTIONS,
+           "action_binding": ACTIONS, "object_interactions": INTERACTIONS}
+
+
+def label_parts(label: str) -> list[str]:
+    """Per-entity parts of a label: "left/right" (shapes world), "left|right" (T2V-CompBench)."""
+    return re.split(r"[/|]", label)
 
 
 def hinge(x: torch.Tensor, margin: float) -> torch.Tensor:
@@ -61,16 +71,23 @@ class LayoutEnergy(EnergyGuidance):
                          energy_threshold, layers, heads)
         self.margin = margin
 
+    def check_spec(self, spec) -> None:
+        """Refuse, before any generation, a category or label no energy here expresses."""
+        super().check_spec(spec)
+        lookup = LOOKUPS[spec.category]
+        unknown = [p for p in label_parts(spec.label)
+                   if p not in lookup] if spec.label else [spec.label]
+        needed = 1 if spec.category in ("motion_binding", "action_binding") else 2
+        if unknown or len(spec.entities) < needed:
+            raise ValueError(
+                f"layout_energy cannot guide prompt {spec.prompt_id!r} ({spec.category}, label "
+                f"{spec.label!r}, {len(spec.entities)} entities): accepted labels "
+                f"{', '.join(lookup)} with at least {needed} entities")
+
     def energy(self, attn: AttentionMaps, state: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         spec = ctx.spec
         maps = mean_token_maps(attn, state["tokens"].entity_tokens)  # (E, F, h, w)
-        parts = spec.label.split("/")
-        lookup = {"spatial_relationships": RELATIONS, "motion_binding": DIRECTIONS,
-                  "action_binding": ACTIONS, "object_interactions": INTERACTIONS}[spec.category]
-        unknown = [p for p in parts if p not in lookup]
-        if unknown:
-            raise ValueError(f"layout_energy cannot guide label {unknown} of {spec.category}; "
-                             f"accepted: {', '.join(lookup)}")
+        parts = label_parts(spec.label)
         if spec.category == "spatial_relationships":
             axis, sign = RELATIONS[spec.label]
             c = centroids(maps)

@@ -19,13 +19,7 @@ from cvg_bench.generators.unet3d import tensor_to_video, video_to_tensor
 KW = dict(num_frames=4, height=16, width=16, num_inference_steps=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cvg_bench.generators.tiny import build_tokenizer
 from cvg_bench.generators.tokens import _spans_fast, _spans_slow, prompt_tokens, spec_for_words, token_indices
@@ -12,13 +11,7 @@ from cvg_bench.generators.unet3d import build_random_t2v_pipeline
 PROMPT = "a red circle on the left of a blue square"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

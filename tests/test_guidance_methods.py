@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -10,17 +12,14 @@ from cvg_bench.cvg.classifier import CVGClassifier
 from cvg_bench.cvg.features import FeatureSpec
 from cvg_bench.generators.base import StepContext
 from cvg_bench.generators.tiny import TEST_CONFIG, TinyGenerator
+from cvg_bench.methods.attend_excite import gaussian_smooth
+from cvg_bench.methods.layout_energy import centroids, spread
 from cvg_bench.shapes.grammar import parse
 
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +66,33 @@ def test_energy_decreases_after_its_own_guidance_step(gen, name, kwargs, prompt)
     after = energy_at(method, state, ctx, updated)
     assert after < before, f"{name} energy {before:.5f} -> {after:.5f}"
     assert hook.stats.steps == [0] and hook.stats.nonfinite_skips == 0
+
+
+def test_layout_energy_reads_t2vcompbench_direction_labels(gen):
+    """T2V-CompBench joins the directions of two moving objects with "|", the shapes world with "/"."""
+    spec = parse("a red circle moving left and a blue square moving right")
+    t2v = dataclasses.replace(spec, label="left|right",
+                              label_set=tuple(y.replace("/", "|") for y in spec.label_set))
+    method = registry.build("method", {"name": "layout_energy", "guided_steps": 1, "margin": 1.0})
+    state = method.prepare(gen, spec)
+    ctx, t2v_ctx = context(gen, spec), context(gen, t2v)
+    assert energy_at(method, state, t2v_ctx, t2v_ctx.latents) == energy_at(method, state, ctx, ctx.latents)
+
+
+@pytest.mark.parametrize("fn", [centroids, spread, gaussian_smooth])
+def test_energy_helpers_build_their_grids_on_the_maps_device(fn, monkeypatch):
+    """A GPU generator's attention maps live on the GPU: coordinate grids and kernels must be
+    made on the maps' device. The meta device stands in for a GPU here; conv2d on meta does not
+    compare the kernel's device with the input's as CUDA does, so the test makes it."""
+    conv2d = torch.nn.functional.conv2d
+
+    def same_device_conv2d(x, weight, *args, **kwargs):
+        assert weight.device == x.device, f"kernel on {weight.device}, maps on {x.device}"
+        return conv2d(x, weight, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", same_device_conv2d)
+    maps = torch.rand(2, 3, 4, 4).to("meta")
+    assert fn(maps).device == maps.device
 
 
 @pytest.mark.parametrize("name, prompt, message", [
@@ -120,6 +146,21 @@ def test_cvg_step_lowers_minus_log_s_y(gen, cvg_classifier):
     assert after < before
 
 
+def test_cvg_classifier_guides_in_eval_mode(gen, tmp_path):
+    """An aggregator trained with dropout must not drop anything while guiding."""
+    features = FeatureSpec(steps=(0,), layers=tuple(gen.attention_layers()), heads=(0, 1),
+                           num_inference_steps=STEPS, map_size=8, max_entities=2)
+    spec = parse("a red circle above a blue square")
+    torch.manual_seed(0)
+    folder = CVGClassifier(features, {"spatial_relationships": list(spec.label_set)},
+                           {"name": "none"}, num_layer_heads=2, frames=4,
+                           aggregator={"dropout": 0.5}).save(tmp_path / "classifier")
+    method = registry.build("method", {"name": "cvg", "classifier": str(folder), "guided_steps": 1})
+    assert not method.classifier.training
+    state, ctx = method.prepare(gen, spec), context(gen, spec)
+    assert energy_at(method, state, ctx, ctx.latents) == energy_at(method, state, ctx, ctx.latents)
+
+
 def test_cvg_refuses_what_its_classifier_was_not_trained_for(gen, cvg_classifier):
     with pytest.raises(ValueError, match="needs classifier steps \\[2\\]"):
         registry.build("method", {"name": "cvg", "classifier": str(cvg_classifier), "guided_steps": 3})
@@ -139,3 +180,18 @@ def test_guided_sample_runs_and_reports(gen, cvg_classifier):
     out = gen.sample(spec, seed=1, hook=hook)
     assert out.video.shape == (4, 16, 16, 3)
     assert hook.stats.steps == [0, 1] and out.guidance_seconds > 0
+
+
+def test_layout_energy_refuses_labels_it_cannot_express_before_generation():
+    from cvg_bench.types import Entity, PromptSpec
+
+    ents = (Entity("a dog", "dog", span=(0, 5), word_spans=((2, 5),)),
+            Entity("a car", "car", span=(13, 18), word_spans=((15, 18),)))
+    behind = PromptSpec("sr-1", "a dog behind a car", "spatial_relationships", ents,
+                        label="behind", label_set=("left", "behind"))
+    method = registry.build("method", {"name": "layout_energy"})
+    with pytest.raises(ValueError, match="cannot guide prompt 'sr-1'.*label 'behind'"):
+        method.check_spec(behind)
+    no_label = PromptSpec("oi-1", "two cars collide", "object_interactions", label=None)
+    with pytest.raises(ValueError, match="cannot guide prompt 'oi-1'"):
+        method.check_spec(no_label)

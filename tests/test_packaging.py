@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import tomllib
 from pathlib import Path
 
@@ -27,3 +28,19 @@ def test_plugin_folders_import_under_the_namespace():
     assert importlib.import_module("cvg_bench.methods.vanilla")
     assert importlib.import_module("cvg_bench.benchmarks.base")
     assert importlib.util.find_spec("methods") is None  # no bare top-level name installed
+
+
+def test_cvg_default_classifier_is_located_from_the_package_not_the_file(tmp_path, monkeypatch):
+    """Installed, methods/cvg.py lands in cvg_bench/methods/ (not next to cvg_bench/): its
+    default classifier must still be the package's assets/cvg_classifier."""
+    import cvg_bench
+    from cvg_bench import registry
+
+    installed = tmp_path / "site-packages" / "cvg_bench" / "methods" / "cvg.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text((ROOT / "methods" / "cvg.py").read_text())
+    monkeypatch.setattr(registry, "register", lambda kind, name: lambda cls: cls)  # no second "cvg"
+    spec = importlib.util.spec_from_file_location("_installed_layout_cvg", installed)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.DEFAULT_CLASSIFIER == Path(cvg_bench.__file__).resolve().parent / "assets" / "cvg_classifier"

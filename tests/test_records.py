@@ -17,7 +17,10 @@ def test_config_hash_is_stable_and_order_free():
 
 
 def test_safe_name():
-    assert safe_name("spatial/relations 001") == "spatial_relations_001"
+    assert safe_name("spatial_relationships-001") == "spatial_relationships-001"
+    changed = safe_name("spatial/relations 001")
+    assert changed.startswith("spatial_relations_001-") and changed != safe_name("spatial_relations 001")
+    assert safe_name("a b") != safe_name("a_b") and len(safe_name("x" * 300)) <= 120
     with pytest.raises(ValueError, match="no file-name-safe"):
         safe_name("///")
 

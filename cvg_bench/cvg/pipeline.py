@@ -58,17 +58,17 @@ def shapes_examples(generator, categories: list[str], split: str, seed: int,
         category = categories[i % len(categories)]
         spec = sample_spec(rng, category, split)
         source = "synthetic" if rng.random() < synthetic_fraction else "real"
+        video_seed = seed * 1_000_003 + i
+        i += 1
         if source == "real":
-            video = render(spec, seed=seed * 1_000_003 + i, cfg=cfg)
+            video = render(spec, seed=video_seed, cfg=cfg)
         else:
-            video = generator.sample(spec, seed=seed * 1_000_003 + i).video
+            video = generator.sample(spec, seed=video_seed).video
             label = oracle_label(video, spec)
-            i += 1
-            if label is None:
+            if label is None:  # the video shows no single composition of Y: not a sample
                 continue
             comp = composition_of(spec)
             spec = spec_of(Composition(comp.category, comp.objects, label))
-        i += 1
         yield video, spec, negative(spec, rng), source
 
 

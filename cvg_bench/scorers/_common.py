@@ -54,6 +54,13 @@ def looks_local(model_id: str) -> bool:
     return model_id.startswith(("/", "~", "./", "../")) or model_id.startswith(os.sep)
 
 
+def require_local_folder(resolved: str) -> None:
+    """A model path that :func:`looks_local` must be an existing folder (a hub id passes);
+    raises FileNotFoundError, which the loaders turn into :func:`not_ready`."""
+    if looks_local(resolved) and not os.path.isdir(resolved):
+        raise FileNotFoundError(f"no folder {resolved}")
+
+
 def not_ready(scorer: str, key: str, model_id: str, exc: BaseException | None,
               download: str) -> ScorerNotReady:
     """The error of a scorer whose model cannot be loaded, with the three ways to fix it."""

@@ -31,8 +31,8 @@ from cvg_bench.scorers._common import (
     ScorerNotReady,
     hf_download_hint,
     hf_identity,
-    looks_local,
     not_ready,
+    require_local_folder,
     resolve_model_path,
     torch_device,
 )
@@ -155,8 +155,7 @@ class ZeroShotDetector:
             try:
                 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-                if looks_local(resolved) and not os.path.isdir(resolved):
-                    raise FileNotFoundError(f"no folder {resolved}")
+                require_local_folder(resolved)
                 model = AutoModelForZeroShotObjectDetection.from_pretrained(resolved)
                 processor = AutoProcessor.from_pretrained(resolved)
             except Exception as exc:  # noqa: BLE001 - every load failure becomes one message

@@ -40,7 +40,6 @@ missing), so one run can list several scorers over a whole benchmark.
 from __future__ import annotations
 
 import math
-import os
 import re
 from typing import Any, ClassVar, Sequence
 
@@ -53,10 +52,10 @@ from cvg_bench.scorers._common import (
     hf_download_hint,
     hf_identity,
     label_parts,
-    looks_local,
     metadata,
     nan_result,
     not_ready,
+    require_local_folder,
     resolve_model_path,
     sample_indices,
     torch_device,
@@ -103,12 +102,20 @@ def relation_holds(actual: str, label: str) -> bool:
     return actual == {"on": "above", "below": "under"}.get(label, label)
 
 
-def spatial_frame_2d(det1: Detections, det2: Detections, label: str) -> tuple[float, dict]:
-    """The frame code (-2, -1, 0 or 1 - IoU of the best correct pair) and what was chosen."""
+def missing_objects_code(det1: Detections, det2: Detections) -> tuple[float, dict] | None:
+    """The frame code when an object was not detected (-2: neither, -1: one of them), else None."""
     if len(det1) == 0 and len(det2) == 0:
         return -2.0, {"relation": None}
     if len(det1) == 0 or len(det2) == 0:
         return -1.0, {"relation": None}
+    return None
+
+
+def spatial_frame_2d(det1: Detections, det2: Detections, label: str) -> tuple[float, dict]:
+    """The frame code (-2, -1, 0 or 1 - IoU of the best correct pair) and what was chosen."""
+    missing = missing_objects_code(det1, det2)
+    if missing is not None:
+        return missing
     best: tuple[float, float, int, int] | None = None
     for i, (b1, p1) in enumerate(zip(det1.boxes, det1.scores)):
         for j, (b2, p2) in enumerate(zip(det2.boxes, det2.scores)):
@@ -141,10 +148,9 @@ def spatial_frame_3d(det1: Detections, det2: Detections, depth: np.ndarray, labe
     ``disparity``, else metric depth (larger = farther)."""
     if label not in SPATIAL_3D:
         raise ValueError(f"3D label must be one of {SPATIAL_3D}, got {label!r}")
-    if len(det1) == 0 and len(det2) == 0:
-        return -2.0, {"relation": None}
-    if len(det1) == 0 or len(det2) == 0:
-        return -1.0, {"relation": None}
+    missing = missing_objects_code(det1, det2)
+    if missing is not None:
+        return missing
     best: tuple[float, float, int, int] | None = None
     for i, (b1, p1) in enumerate(zip(det1.boxes, det1.scores)):
         for j, (b2, p2) in enumerate(zip(det2.boxes, det2.scores)):
@@ -216,8 +222,7 @@ class DepthModel:
         try:
             from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-            if looks_local(resolved) and not os.path.isdir(resolved):
-                raise FileNotFoundError(f"no folder {resolved}")
+            require_local_folder(resolved)
             model = AutoModelForDepthEstimation.from_pretrained(resolved)
             self.processor = AutoImageProcessor.from_pretrained(resolved)
         except Exception as exc:  # noqa: BLE001

@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import string
 from typing import Any, Callable, ClassVar, Sequence
@@ -54,10 +53,10 @@ from cvg_bench.scorers._common import (
     clean,
     hf_download_hint,
     hf_identity,
-    looks_local,
     metadata,
     nan_result,
     not_ready,
+    require_local_folder,
     resolve_model_path,
     sample_indices,
     torch_device,
@@ -329,8 +328,7 @@ class VLMScorer(Scorer):
         try:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            if looks_local(resolved) and not os.path.isdir(resolved):
-                raise FileNotFoundError(f"no folder {resolved}")
+            require_local_folder(resolved)
             # straight onto the GPU: a 34B judge must not pass through CPU memory first
             placement = {"device_map": device} if device.startswith("cuda") else {}
             model = AutoModelForImageTextToText.from_pretrained(resolved, dtype=dtype, **placement)

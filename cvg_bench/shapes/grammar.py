@@ -31,17 +31,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from cvg_bench.types import Entity, PromptSpec
+# The shapes world's categories are T2V-CompBench's seven, in the suite's order.
+from cvg_bench.types import COMPOSITION_CATEGORIES as CATEGORIES, Entity, PromptSpec
 
-CATEGORIES: tuple[str, ...] = (
-    "consistent_attribute_binding",
-    "dynamic_attribute_binding",
-    "spatial_relationships",
-    "motion_binding",
-    "action_binding",
-    "object_interactions",
-    "generative_numeracy",
-)
 SPLITS: tuple[str, ...] = ("seen", "heldout", "all")
 
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
