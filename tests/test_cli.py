@@ -151,3 +151,8 @@ def test_multirun_sweeps_seeds_into_one_run_dir(tmp_path):
     records = list(iter_records(results))
     assert sorted(r["seed"] for r in records) == [0, 1]
     assert len({r["run_hash"] for r in records}) == 1  # the seed is not part of the run
+
+
+def test_train_names_its_components(tmp_path):
+    out = cli("train", "component=clasifier", cwd=tmp_path)
+    assert out.returncode != 0 and "Could not find 'component/clasifier'" in out.stderr + out.stdout

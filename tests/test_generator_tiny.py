@@ -97,3 +97,13 @@ def test_fixed_point_inversion_is_closer(gen):
     plain = gen.replay(gen.invert(video, "a red circle", 6))
     refined = gen.replay(gen.invert(video, "a red circle", 6, fixed_point_iters=2))
     assert refined.mse < plain.mse
+
+
+def test_committed_weights_load_and_sample():
+    """`make demo` needs no training: the committed pipeline loads from its default path."""
+    gen = registry.build("generator", {"name": "tiny", "num_inference_steps": 4})
+    from cvg_bench.shapes.grammar import parse
+
+    out = gen.sample(parse("a red circle on the left of a blue square"), seed=0)
+    assert out.video.shape == (8, 32, 32, 3) and out.video.dtype == np.uint8
+    assert gen.version().startswith("tiny:")
