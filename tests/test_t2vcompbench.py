@@ -23,7 +23,8 @@ from cvg_bench.benchmarks.t2vcompbench import (
     span_coverage,
 )
 
-SHARED = Path(os.environ.get("CVG_TEST_T2VCOMPBENCH", "/work/shared/data/t2vcompbench"))
+SHARED = Path(os.environ.get("CVG_TEST_T2VCOMPBENCH",
+                           Path(__file__).resolve().parents[2] / "shared" / "data" / "t2vcompbench"))
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "benchmark" / "t2vcompbench.yaml"
 
 # Three prompts per category, in the official metadata formats (v1 wording, some edge cases:

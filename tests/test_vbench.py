@@ -20,7 +20,8 @@ from cvg_bench.benchmarks.vbench import (
     VBench,
 )
 
-SHARED = Path(os.environ.get("CVG_TEST_VBENCH", "/work/shared/data/vbench"))
+SHARED = Path(os.environ.get("CVG_TEST_VBENCH",
+                           Path(__file__).resolve().parents[2] / "shared" / "data" / "vbench"))
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "benchmark" / "vbench.yaml"
 
 V1 = {
