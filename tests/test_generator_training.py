@@ -53,7 +53,8 @@ def _cfg(tmp_path, name, steps, *extra):
 
 
 def test_training_lowers_the_loss_checkpoints_and_exports(tmp_path):
-    out = tt.train_tiny_generator(_cfg(tmp_path, "a", 12, "checkpoint_every=5", "eval_every=12"), data=Squares())
+    out = tt.train_tiny_generator(_cfg(tmp_path, "a", 12, "checkpoint_every=5", "eval_every=12",
+                                       "keep_checkpoints=2"), data=Squares())
     rows = list(csv.DictReader(open(tmp_path / "a" / "ck" / "loss.csv")))
     assert [int(r["step"]) for r in rows] == list(range(0, 13))
     evals = {int(r["step"]): float(r["eval_loss"]) for r in rows if r["eval_loss"]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -24,10 +26,15 @@ def test_every_package_folder_is_listed_in_pyproject():
     assert found == listed
 
 
-def test_plugin_folders_import_under_the_namespace():
+def test_plugin_folders_import_under_the_namespace(tmp_path):
     assert importlib.import_module("cvg_bench.methods.vanilla")
     assert importlib.import_module("cvg_bench.benchmarks.base")
-    assert importlib.util.find_spec("methods") is None  # no bare top-level name installed
+    # No bare top-level name is installed: look from a folder that is not the checkout
+    # (`python -m pytest` puts the checkout itself on sys.path).
+    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; "
+                            "print(u.find_spec('methods'), u.find_spec('benchmarks'))"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "None None", probe.stdout
 
 
 def test_cvg_default_classifier_is_located_from_the_package_not_the_file(tmp_path, monkeypatch):
