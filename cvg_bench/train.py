@@ -10,6 +10,7 @@ from typing import Any
 TRAINERS: dict[str, str] = {
     "generator": "cvg_bench.generators.tiny_training:train_tiny_generator",
     "classifier": "cvg_bench.cvg.pipeline:train_cvg_classifier",
+    "video_encoder": "cvg_bench.backbones.pretrain_video_encoder:pretrain_video_encoder",
 }
 
 

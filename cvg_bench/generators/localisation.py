@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from cvg_bench.generators.base import AttentionSelection
 from cvg_bench.records import atomic_write_text
@@ -84,7 +85,7 @@ def localisation_rows(generator, examples: Iterable[tuple[Video, PromptSpec]],
     """One row per (video, entity, layer, step) with ``iou``, ``mass`` and ``chance``."""
     layers = generator.attention_layers()
     rows: list[dict[str, Any]] = []
-    for vid, (video, spec) in enumerate(examples):
+    for vid, (video, spec) in enumerate(tqdm(examples, desc="localisation", unit="video")):
         masks = entity_masks(video, spec)
         tokens = generator.prompt_tokens(spec)
         inversion = generator.invert(video, spec)
