@@ -8,15 +8,16 @@ inversion; and the floor: one extra partial forward + backward per guided step.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
+import re
 import statistics
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,29 +26,44 @@ from cvg_bench.cvg.classifier import CVGClassifier
 from cvg_bench.cvg.features import FeatureSpec, entity_maps
 from cvg_bench.records import atomic_write_json, atomic_write_text, library_versions
 
+log = logging.getLogger(__name__)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def exact_memory_accounting() -> bool:
+    """Make resident memory follow live allocations, so a peak of RSS is a peak of use.
+
+    glibc keeps freed blocks for reuse (and raises its mmap threshold as it goes), so after a
+    warm-up a step's tensors reuse old pages and RSS does not move. A fixed, small mmap
+    threshold maps every block >= 64 KiB on its own and unmaps it on free. Linux/glibc only.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024))
+    except OSError:
+        return False
+
+
+def _proc_status_mb(key: str) -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.M).group(1)) / 1024
+
 
 @contextmanager
-def peak_rss(interval_s: float = 0.002) -> Iterator[dict[str, float]]:
-    """Peak resident memory above the level at entry (MB), sampled by a thread."""
-    proc = psutil.Process()
-    base = proc.memory_info().rss
+def peak_rss() -> Iterator[dict[str, float]]:
+    """Peak resident memory above the level at entry (MB): the kernel's high-water mark
+    (VmHWM), reset on entry through /proc/self/clear_refs. Call
+    :func:`exact_memory_accounting` once first, or freed-and-reused pages hide the peak."""
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    base = _proc_status_mb("VmRSS")
     out = {"peak_mb": 0.0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        peak = base
-        while not stop.is_set():
-            peak = max(peak, proc.memory_info().rss)
-            time.sleep(interval_s)
-        out["peak_mb"] = (max(peak, proc.memory_info().rss) - base) / 2**20
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
     try:
         yield out
     finally:
-        stop.set()
-        thread.join()
+        out["peak_mb"] = max(_proc_status_mb("VmHWM") - base, 0.0)
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:
@@ -171,6 +187,8 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     from cvg_bench.shapes.grammar import parse
 
     torch.set_num_threads(int(cfg.num_threads))
+    if not exact_memory_accounting():
+        log.warning("glibc mallopt unavailable: peak memory columns may read low")
     generator = build_generator(cfg)
     specs = [parse(p) for p in cfg.prompts]
     out_dir = Path(cfg.out_dir)

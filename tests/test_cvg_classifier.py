@@ -158,3 +158,19 @@ def test_hf_backbone_without_weights_names_the_config_key():
     with pytest.raises(FileNotFoundError, match="backbone.model_id=DIR"):
         CVGClassifier(FEATS, LABELS, {"name": "hf-vision", "model_id": "/nonexistent/siglip"},
                       num_layer_heads=2, frames=4)
+
+
+def test_feature_cache_is_keyed_by_features_and_data_not_by_size():
+    from omegaconf import OmegaConf
+
+    from cvg_bench.cvg.pipeline import cache_name
+
+    def name(layers=("a",), steps=(0, 1), train=64, synthetic=0.25, cats=("spatial_relationships",)):
+        cfg = OmegaConf.create({"seed": 0, "data": {"train": train, "val": 16, "split": "all",
+                                                    "synthetic_fraction": synthetic}})
+        return cache_name(cfg, "tiny:abc", FeatureSpec(steps=steps, layers=layers), list(cats))
+
+    assert name() == name(train=512)  # more data extends the same cache
+    for other in (name(layers=("b",)), name(steps=(0,)), name(synthetic=0.5),
+                  name(cats=("motion_binding",))):
+        assert other != name()

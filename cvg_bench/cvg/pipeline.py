@@ -29,7 +29,7 @@ from cvg_bench.cvg.training import (
     build_feature_cache,
     train_classifier,
 )
-from cvg_bench.records import atomic_write_json, safe_name
+from cvg_bench.records import atomic_write_json, config_hash, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     generator = registry.build("generator", cfg.generator)
     features = feature_spec(cfg, generator)
     categories = list(cfg.categories or CATEGORIES)
-    cache_root = Path(cfg.cache_dir) / safe_name(generator.version())
+    cache_root = Path(cfg.cache_dir) / cache_name(cfg, generator.version(), features, categories)
     started = time.time()
     caches = {}
     for part, n, seed in (("train", cfg.data.train, cfg.seed), ("val", cfg.data.val, cfg.seed + 1)):
@@ -122,6 +122,15 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_json(Path(cfg.out) / "report.json", report)
     log.info("classifier report: %s", json.dumps(report, indent=1))
     return report
+
+
+def cache_name(cfg: DictConfig, generator_version: str, features: FeatureSpec,
+               categories: list[str]) -> str:
+    """Cached features are reused only for the same generator, features and data stream."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    key = {"features": features.to_dict(), "categories": categories, "seed": int(cfg.seed),
+           "data": {k: v for k, v in data.items() if k not in ("train", "val")}}
+    return safe_name(f"{generator_version}__{config_hash(key)}")
 
 
 def _union_labels(category: str, label_set_fn) -> list[str]:
