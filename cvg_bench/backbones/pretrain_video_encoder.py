@@ -102,6 +102,16 @@ def r2_per_target(pred: torch.Tensor, tgt: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def _overrides() -> list[str]:
+    """The command line's overrides when run through hydra (for the report's command)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under hydra
+        return []
+
+
 def pretrain_video_encoder(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """Pre-train, save the encoder weights (safetensors) and a report beside them."""
     cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
@@ -142,7 +152,7 @@ def pretrain_video_encoder(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(out))
     report = {"val_r2": r2, "history": history, "minutes": (time.time() - started) / 60,
               "config": OmegaConf.to_container(cfg, resolve=True),
-              "command": "python -m cvg_bench train component=video_encoder"}
+              "command": "python -m cvg_bench train component=video_encoder " + " ".join(_overrides())}
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=1))
     log.info("video-encoder pre-trained: val R^2 %s", {k: round(v, 3) for k, v in r2.items()})
     return report
