@@ -79,6 +79,21 @@ def _print_leaderboard(results_dirs: list[str], out_dir: str, categories=None) -
     print(f"leaderboards written under {out_dir}")
 
 
+def _report(cfg: DictConfig) -> int:
+    from omegaconf import OmegaConf
+
+    from cvg_bench.report import write_report
+
+    def plain(value):  # ListConfig -> list; None stays None
+        return OmegaConf.to_container(value) if value is not None else None
+
+    index = write_report(list(cfg.results_dirs), cfg.out_dir, limit=cfg.limit,
+                         seeds=plain(cfg.seeds), categories=plain(cfg.categories),
+                         methods=plain(cfg.methods))
+    print(f"report written: {index}")
+    return 0
+
+
 def _bench(cfg: DictConfig) -> int:
     from cvg_bench.bench import main as bench_main
 
@@ -90,6 +105,8 @@ COMMANDS: dict[str, Command] = {
     "score": Command("score existing videos (a folder with prompts.jsonl and <id>.mp4)", _score),
     "train": Command("train a component (component=generator|classifier|...)", _train),
     "leaderboard": Command("tables (CSV, Markdown, LaTeX) and plots from records", _leaderboard),
+    "report": Command("HTML page per benchmark: each prompt's videos side by side, scores",
+                      _report),
     "bench": Command("guidance cost: seconds, memory, breakdown, early exit (ratios)", _bench),
     "list": Command("every registered plugin with a one-line description", None),
 }
@@ -130,17 +147,26 @@ def _hydra_app(command: str, task: Callable[[DictConfig], int]) -> int:
 
     register_schemas()
     status = {"code": 0}
+    # A launcher that runs jobs in other processes (hydra/launcher=slurm|local, submitit)
+    # pickles `main` with this value: there, `status` never reaches our exit code.
+    launching_process = (os.uname().nodename, os.getpid())
 
     def main(cfg: DictConfig) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        code = 0
         try:
-            status["code"] = max(status["code"], task(cfg))
+            code = task(cfg)
         except USER_ERRORS as exc:
             if os.environ.get("CVG_BENCH_DEBUG"):
                 raise
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"error: {msg}", file=sys.stderr)
-            status["code"] = 2
+            code = 2
+        status["code"] = max(status["code"], code)
+        if code and (os.uname().nodename, os.getpid()) != launching_process:
+            # Fail the job instead: the launcher reports it and the sweep exits non-zero.
+            raise RuntimeError(f"{command} exited with code {code} (see the error above in "
+                               "this job's log)")
 
     hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=command)(main)()
     return status["code"]

@@ -44,8 +44,19 @@ class LeaderboardConfig:
     categories: Optional[list[str]] = None
 
 
+@dataclass
+class ReportConfig:
+    results_dirs: list[str] = field(default_factory=lambda: ["results/runs"])
+    out_dir: str = "results/report"
+    limit: Optional[int] = None  # prompts per category
+    seeds: Optional[list[int]] = None
+    categories: Optional[list[str]] = None
+    methods: Optional[list[str]] = None  # keep only these; also the column order
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="score_schema", node=ScoreConfig)
     cs.store(name="leaderboard_schema", node=LeaderboardConfig)
+    cs.store(name="report_schema", node=ReportConfig)

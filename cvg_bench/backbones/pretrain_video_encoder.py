@@ -107,7 +107,7 @@ def _overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return list(HydraConfig.get().overrides.task)
+        return [o for o in HydraConfig.get().overrides.task if not o.startswith("component=")]
     except ValueError:  # not under hydra
         return []
 

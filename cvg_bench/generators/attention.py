@@ -22,6 +22,11 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
+try:  # the attention modules of the newer transformers (Wan, Flux...) are not `Attention`
+    from diffusers.models.attention import AttentionModuleMixin
+except ImportError:  # older diffusers
+    AttentionModuleMixin = Attention
+
 from cvg_bench.generators.base import AttentionMaps, AttentionSelection
 
 # Forward order of the stages of a diffusers UNet (module registration order differs:
@@ -168,8 +173,9 @@ class CrossAttentionCapture:
         """Explicit softmax for the selected heads (maps kept), SDPA for the rest."""
         idx = torch.tensor(heads, device=query.device)
         q_sel, k_sel, v_sel = query[:, idx], key[:, idx], value[:, idx]
+        scale = attention_scale(attn, query)
         # float32 scores: maps are a training signal, keep them precise under fp16 models
-        scores = torch.matmul(q_sel.float(), k_sel.float().transpose(-1, -2)) * attn.scale
+        scores = torch.matmul(q_sel.float(), k_sel.float().transpose(-1, -2)) * scale
         if mask is not None:
             scores = scores + mask[:, idx].float()
         probs = scores.softmax(dim=-1)
@@ -182,23 +188,38 @@ class CrossAttentionCapture:
         ridx = torch.tensor(rest, device=query.device)
         rmask = mask[:, ridx] if mask is not None else None
         out_rest = F.scaled_dot_product_attention(
-            query[:, ridx], key[:, ridx], value[:, ridx], attn_mask=rmask, scale=attn.scale
+            query[:, ridx], key[:, ridx], value[:, ridx], attn_mask=rmask, scale=scale
         )
         order = torch.argsort(torch.tensor(list(heads) + rest, device=query.device))
         return torch.cat([out_sel, out_rest], dim=1)[:, order]
 
+    def _token_index(self, n_keys: int) -> list[int] | None:
+        """The selected text-key indices (checked against ``n_keys``); ``None`` = all."""
+        tokens = self.state.tokens
+        if tokens is None:
+            return None
+        bad = [t for t in tokens if not 0 <= t < n_keys]
+        if bad:
+            raise ValueError(f"token indices {bad} out of range: the text sequence has {n_keys} keys")
+        return list(tokens)
+
     def _store(self, probs: torch.Tensor, heads: tuple[int, ...], seq_len: int, n_keys: int) -> None:
+        idx = self._token_index(n_keys)
+        if idx is not None:
+            probs = probs[..., idx]
+        self._record(self._to_maps(probs, seq_len), heads, n_keys)
+
+    def _to_maps(self, probs: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """``(B*F, heads, h*w, tokens)`` -> ``(B, heads, tokens, F, h, w)``."""
         st = self.state
-        if st.tokens is not None:
-            bad = [t for t in st.tokens if not 0 <= t < n_keys]
-            if bad:
-                raise ValueError(f"token indices {bad} out of range: the text sequence has {n_keys} keys")
-            probs = probs[..., list(st.tokens)]
         h, w = _layer_hw(seq_len, st.latent_hw)
         bf, n_heads, _, n_tok = probs.shape
         frames = st.num_frames
         # the UNet folds frames into the batch (batch-major): (B*F, heads, h*w, K)
-        maps = probs.reshape(bf // frames, frames, n_heads, h, w, n_tok).permute(0, 2, 5, 1, 3, 4)
+        return probs.reshape(bf // frames, frames, n_heads, h, w, n_tok).permute(0, 2, 5, 1, 3, 4)
+
+    def _record(self, maps: torch.Tensor, heads: tuple[int, ...], n_keys: int) -> None:
+        st = self.state
         st.maps[self.name] = maps
         st.heads[self.name] = heads
         st.num_text_keys = n_keys
@@ -211,25 +232,38 @@ class CrossAttentionCapture:
             raise _EarlyExit
 
 
+def attention_scale(attn: torch.nn.Module, query: torch.Tensor) -> float:
+    """The softmax scale of an attention module (``attn.scale``, else 1/sqrt(head_dim))."""
+    scale = getattr(attn, "scale", None)
+    return float(scale) if scale is not None else query.shape[-1] ** -0.5
+
+
+ProcessorFactory = Callable[[str, CaptureState, "tuple[int, ...] | None"], Any]
+
+
 @contextlib.contextmanager
 def capturing(
     model: torch.nn.Module,
     layers: list[str],
     heads: tuple[int, ...] | None,
     state: CaptureState,
+    processor_factory: ProcessorFactory | None = None,
 ) -> Iterator[CaptureState]:
     """Install capture processors on ``layers`` of ``model`` for the duration of the block.
 
     ``set_attn_processor`` needs every processor, so the others are passed back unchanged;
     a forward pre-hook on every other attention module counts the fused calls.
+    ``processor_factory(name, state, heads)`` builds a layer's capture processor (default
+    :class:`CrossAttentionCapture`, for UNet ``Attention`` layers).
     """
+    factory = processor_factory or CrossAttentionCapture
     original = model.attn_processors
     new = dict(original)
     for name in layers:
         key = f"{name}.processor"
         if key not in new:
             raise KeyError(f"{key!r} is not an attention processor of {type(model).__name__}")
-        new[key] = CrossAttentionCapture(name, state, heads)
+        new[key] = factory(name, state, heads)
     selected = set(layers)
 
     def count_fused(module: torch.nn.Module, args: Any) -> None:
@@ -238,7 +272,7 @@ def capturing(
     handles = [
         module.register_forward_pre_hook(count_fused)
         for name, module in model.named_modules()
-        if isinstance(module, Attention) and name not in selected
+        if isinstance(module, (Attention, AttentionModuleMixin)) and name not in selected
     ]
     model.set_attn_processor(new)
     try:
@@ -257,9 +291,17 @@ def run_capture(
     latent_hw: tuple[int, int],
     early_exit: bool,
     timestep: int | None = None,
+    available: list[str] | None = None,
+    processor_factory: ProcessorFactory | None = None,
 ) -> list[AttentionMaps]:
-    """Run ``forward()`` with capture on; return one :class:`AttentionMaps` per batch item."""
-    available = cross_attention_layers(model)
+    """Run ``forward()`` with capture on; return one :class:`AttentionMaps` per batch item.
+
+    ``available``: the model's capturable layers in execution order (default: its UNet-style
+    cross-attention layers); ``processor_factory``: see :func:`capturing`. For transformer
+    backends ``num_frames``/``latent_hw`` are the patchified token grid.
+    """
+    if available is None:
+        available = cross_attention_layers(model)
     layers = resolve_layers(selection, available)
     state = CaptureState(
         num_frames=num_frames,
@@ -268,7 +310,7 @@ def run_capture(
         early_exit=early_exit,
         pending=set(layers),
     )
-    with capturing(model, layers, selection.heads, state):
+    with capturing(model, layers, selection.heads, state, processor_factory):
         try:
             forward()
         except _EarlyExit:

@@ -85,7 +85,13 @@ def folder_fingerprint(path: Path, content_limit: int = 64 << 20) -> str:
 
 
 class UNet3DGenerator(Generator):
-    """A ``TextToVideoSDPipeline`` with a per-step hook, attention capture and DDIM inversion."""
+    """A ``TextToVideoSDPipeline`` with a per-step hook, attention capture and DDIM inversion.
+
+    Transformer backends (``wan``, ``cogvideox``) subclass it for the shared loop, hook and
+    replay: they set ``denoiser_attr`` and override the model-specific methods.
+    """
+
+    denoiser_attr = "unet"  # the pipeline attribute holding the denoising network
 
     def __init__(
         self,
@@ -105,11 +111,11 @@ class UNet3DGenerator(Generator):
     ) -> None:
         if num_frames < 1 or num_inference_steps < 1:
             raise ValueError(f"num_frames={num_frames} and num_inference_steps={num_inference_steps} must be >= 1")
-        scale = pipeline.vae_scale_factor
+        scale = self._size_multiple(pipeline)
         if height % scale or width % scale:
             raise ValueError(f"height={height}, width={width} must be multiples of the VAE scale factor {scale}")
         self.pipe = pipeline.to(device)
-        for module in (self.pipe.unet, self.pipe.text_encoder, self.pipe.vae):
+        for module in (self.denoiser, self.pipe.text_encoder, self.pipe.vae):
             module.requires_grad_(False)  # frozen: gradients flow to z_t only
             module.eval()
         self.pipe.set_progress_bar_config(disable=True)
@@ -124,13 +130,27 @@ class UNet3DGenerator(Generator):
         self._embeds: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     # --- identity -------------------------------------------------------------------------
+    @staticmethod
+    def _size_multiple(pipeline: Any) -> int:
+        """Height and width must be multiples of this (the VAE's spatial factor here)."""
+        return pipeline.vae_scale_factor
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipe, self.denoiser_attr)
+
     @property
     def unet(self) -> torch.nn.Module:
-        return self.pipe.unet
+        return self.denoiser
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.pipe.unet.dtype
+        return self.denoiser.dtype
+
+    @property
+    def latent_dtype(self) -> torch.dtype:
+        """The dtype z_t is kept in between steps (the model's, as the pipeline does)."""
+        return self.dtype
 
     def version(self) -> str:
         return self.model_name
@@ -141,12 +161,15 @@ class UNet3DGenerator(Generator):
         text = as_prompt(prompt)
         if text not in self._embeds:
             with torch.no_grad():
-                embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False)
+                embeds = self._encode_text(text)
             self._embeds[text] = embeds.to(self.dtype)
             if len(self._embeds) > 256:
                 self._embeds.popitem(last=False)
         self._embeds.move_to_end(text)
         return self._embeds[text]
+
+    def _encode_text(self, text: str) -> torch.Tensor:
+        return self.pipe.encode_prompt(text, self.device, 1, False)[0]
 
     def prompt_tokens(self, spec: PromptSpec) -> PromptTokens:
         return prompt_tokens(self.pipe.tokenizer, spec)
@@ -160,7 +183,8 @@ class UNet3DGenerator(Generator):
         """Seeded z_T, drawn on the CPU so a seed means the same noise on every device."""
         gen = torch.Generator("cpu").manual_seed(int(seed))
         z = randn_tensor(self.latent_shape(), generator=gen, device=torch.device("cpu"), dtype=torch.float32)
-        return (z * self.pipe.scheduler.init_noise_sigma).to(self.device, self.dtype)
+        sigma = getattr(self.pipe.scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers: 1
+        return (z * sigma).to(self.device, self.latent_dtype)
 
     @torch.no_grad()
     def encode_video(self, video: Video) -> torch.Tensor:
@@ -217,11 +241,11 @@ class UNet3DGenerator(Generator):
             if hook is not None:
                 ctx = StepContext(
                     step_index=i, num_steps=len(timesteps), timestep=t, latents=latents, spec=spec,
-                    run_attention=self._runner(int(t), cond), tokens=tokens,
+                    run_attention=self._runner(t, cond), tokens=tokens,
                     extra={"generator": self, "guidance_scale": guidance_scale},
                 )
                 t0 = time.perf_counter()
-                latents = hook(ctx).detach().to(self.dtype)
+                latents = hook(ctx).detach().to(self.latent_dtype)
                 hook_s += time.perf_counter() - t0
             if record is not None:
                 record[int(t)] = latents.detach().clone()
@@ -247,7 +271,9 @@ class UNet3DGenerator(Generator):
     def attention_layers(self) -> list[str]:
         return cross_attention_layers(self.pipe.unet)
 
-    def _runner(self, t: int, cond: torch.Tensor):
+    def _runner(self, t: int | torch.Tensor, cond: torch.Tensor):
+        """``run_attention`` of one step: the model sees the sampler's exact timestep ``t``."""
+
         def run_attention(latents: torch.Tensor, selection: AttentionSelection | None = None) -> AttentionMaps:
             return self._capture(latents, t, cond, selection or AttentionSelection(), self.attention_early_exit)
 
@@ -264,19 +290,24 @@ class UNet3DGenerator(Generator):
         early = self.attention_early_exit if early_exit is None else early_exit
         return self._capture(latents, int(timestep), self.encode_prompt(prompt), selection or AttentionSelection(), early)
 
-    def _capture(self, latents: torch.Tensor, t: int, cond: torch.Tensor,
+    def _capture_kwargs(self, latents: torch.Tensor) -> dict[str, Any]:
+        """How ``run_capture`` maps this model's attention: layers, processors, token grid."""
+        return {"num_frames": latents.shape[2], "latent_hw": tuple(latents.shape[-2:])}
+
+    def _capture(self, latents: torch.Tensor, t: int | torch.Tensor, cond: torch.Tensor,
                  selection: AttentionSelection, early_exit: bool) -> AttentionMaps:
         if latents.ndim != 5 or latents.shape[0] != 1:
             raise ValueError(f"capture takes one latent (1, C, F, h, w), got shape {tuple(latents.shape)}")
         latents = latents.to(self.device)
+        t_in = torch.as_tensor(t, device=self.device)
 
         def forward() -> None:
-            self.predict(latents.to(self.dtype), torch.tensor(t, device=self.device), cond)
+            self.predict(latents.to(self.dtype), t_in, cond)
 
         with torch.enable_grad():
             (maps,) = run_capture(
-                self.pipe.unet, forward, selection, num_frames=latents.shape[2],
-                latent_hw=tuple(latents.shape[-2:]), early_exit=early_exit, timestep=t,
+                self.denoiser, forward, selection, early_exit=early_exit, timestep=int(t),
+                **self._capture_kwargs(latents),
             )
         self.last_capture_stats = maps.stats
         return maps
@@ -344,15 +375,23 @@ class UNet3DGenerator(Generator):
             video=np.asarray(video), info={"num_inference_steps": len(timesteps), "method": "ddim"},
         )
 
+    def _inversion_sampler(self, num_inference_steps: int) -> Any:
+        """The deterministic sampler that ``replay`` runs (the mirror of ``invert``)."""
+        return self._ddim(num_inference_steps)
+
     def replay(self, inversion: InversionResult, guidance_scale: float = 1.0) -> ReplayResult:
-        sched = self._ddim(len(inversion.timesteps))
+        sched = self._inversion_sampler(len(inversion.timesteps))
         if [int(t) for t in sched.timesteps] != list(inversion.timesteps):
-            raise ValueError("the inversion's timesteps do not match this generator's DDIM schedule")
+            raise ValueError("the inversion's timesteps do not match this generator's inversion schedule")
         cond = self.encode_prompt(inversion.prompt)
         uncond = self.encode_prompt(self.negative_prompt) if guidance_scale > 1.0 else None
         record: dict[int, torch.Tensor] = {}
-        z, _ = self._denoise(inversion.z_T.clone(), sched, cond, uncond, guidance_scale, record=record)
+        z, _ = self._denoise(inversion.z_T.clone().to(self.latent_dtype), sched, cond, uncond, guidance_scale,
+                             record=record)
         video = self.decode(z)
+        if video.shape != inversion.video.shape:
+            raise ValueError(f"the replayed video has shape {video.shape}, the inverted one {inversion.video.shape}: "
+                             "this frame count does not survive the VAE round trip")
         mse = float(np.mean((video.astype(np.float64) / 255 - inversion.video.astype(np.float64) / 255) ** 2))
         return ReplayResult(
             video=video, trajectory=record, mse=mse, psnr=10 * math.log10(1.0 / max(mse, 1e-12)),
@@ -372,10 +411,13 @@ def load_t2v_pipeline(
     revision: str | None = None,
     local_files_only: bool = False,
     backend: str = "zeroscope",
+    pipeline_cls: type | None = None,
+    local_key: str = "model",
 ) -> Any:
-    """``TextToVideoSDPipeline.from_pretrained`` of a hub id or local folder, with an error that
-    names the model and the config key to point at a local copy."""
-    pipeline_cls = import_t2v_pipeline()
+    """``TextToVideoSDPipeline.from_pretrained`` (or ``pipeline_cls``) of a hub id or local
+    folder, with an error that names the model and the config key (``local_key``) to point at
+    a local copy."""
+    pipeline_cls = pipeline_cls or import_t2v_pipeline()
     kwargs: dict[str, Any] = {"torch_dtype": parse_dtype(torch_dtype), "local_files_only": local_files_only}
     if variant:
         kwargs["variant"] = variant
@@ -385,7 +427,7 @@ def load_t2v_pipeline(
     if looks_local and not (Path(model).expanduser() / "model_index.json").is_file():
         raise WeightsNotFoundError(
             f"{backend} weights not found: {model!r} is not a saved pipeline folder (no model_index.json). "
-            f"Set `model` in configs/generator/{backend}.yaml (or generator.model=...) to a local copy."
+            f"Set `{local_key}` in configs/generator/{backend}.yaml (or generator.{local_key}=...) to a local copy."
         )
     try:
         return pipeline_cls.from_pretrained(str(Path(model).expanduser()) if looks_local else model, **kwargs)
@@ -394,7 +436,7 @@ def load_t2v_pipeline(
             f"{backend} weights for model {model!r} could not be loaded "
             f"(local_files_only={local_files_only}): {type(exc).__name__}: {exc}\n"
             f"Download them where there is internet (`huggingface-cli download {model}`) or point "
-            f"`model` in configs/generator/{backend}.yaml (generator.model=/path/to/folder) at a local copy."
+            f"`{local_key}` in configs/generator/{backend}.yaml (generator.{local_key}=/path/to/folder) at a local copy."
         ) from exc
 
 
