@@ -65,14 +65,16 @@ def _train(cfg: DictConfig) -> int:
 
 
 def _leaderboard(cfg: DictConfig) -> int:
-    _print_leaderboard(list(cfg.results_dirs), cfg.out_dir, cfg.categories)
+    _print_leaderboard(list(cfg.results_dirs), cfg.out_dir, cfg.categories, cfg.faithfulness)
     return 0
 
 
-def _print_leaderboard(results_dirs: list[str], out_dir: str, categories=None) -> None:
+def _print_leaderboard(results_dirs: list[str], out_dir: str, categories=None,
+                       faithfulness: str | None = None) -> None:
     from cvg_bench.leaderboard import write_leaderboards
 
-    paths = write_leaderboards(results_dirs, out_dir, categories=categories)
+    paths = write_leaderboards(results_dirs, out_dir, categories=categories,
+                               faithfulness=faithfulness)
     for key, path in paths.items():
         if key.endswith("/md"):
             print(f"\n## {key.removesuffix('/md')}\n" + Path(path).read_text())

@@ -42,6 +42,7 @@ class LeaderboardConfig:
     results_dirs: list[str] = field(default_factory=lambda: ["results/runs"])
     out_dir: str = "results/leaderboards"
     categories: Optional[list[str]] = None
+    faithfulness: Optional[str] = None  # e.g. oracle/relation; None: each record's primary score
 
 
 @dataclass

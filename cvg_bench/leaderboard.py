@@ -411,14 +411,30 @@ def write_samples(df: pd.DataFrame, path: Path | str) -> Path:
     return Path(path)
 
 
+def with_faithfulness(df: pd.DataFrame, score: str | None) -> pd.DataFrame:
+    """Count ``scores_norm[score]`` (e.g. ``oracle/relation``) as faithfulness instead of
+    each record's primary faithfulness score; None keeps the records' own."""
+    if score is None:
+        return df
+    values = [d.get(score) if isinstance(d, dict) else None for d in df["scores_norm"]]
+    ok = df["error"].isna()
+    if not any(v is not None for v, good in zip(values, ok) if good):
+        found = sorted({k for d in df["scores_norm"] if isinstance(d, dict) for k in d})
+        raise ValueError(f"faithfulness score {score!r} is in no record; scores found: {found}")
+    out = df.copy()
+    out["faithfulness"] = pd.to_numeric(pd.Series(values, index=df.index), errors="coerce")
+    return out
+
+
 def write_leaderboards(results_dirs: Iterable[Path | str] | Path | str, out_dir: Path | str,
-                       categories: list[str] | None = None) -> dict[str, Path]:
+                       categories: list[str] | None = None,
+                       faithfulness: str | None = None) -> dict[str, Path]:
     """Load -> one leaderboard per benchmark -> export, plus ``samples.jsonl`` and
     ``leaderboard.json`` (all benchmarks, lm-eval style). Returns ``{"samples": ...,
     "leaderboard": ..., "<benchmark>/<kind>": ...}`` with kind csv, md, tex, json, scatter,
     categories."""
     sources = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
-    df = load_records(sources)
+    df = with_faithfulness(load_records(sources), faithfulness)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"samples": write_samples(df, out / "samples.jsonl")}
@@ -429,6 +445,7 @@ def write_leaderboards(results_dirs: Iterable[Path | str] | Path | str, out_dir:
     summary = {
         "results": results,
         "sources": [str(p) for p in sources],
+        "faithfulness": faithfulness or "primary faithfulness score of each record",
         "n_records": len(df),
         "n_errors": int(df["error"].notna().sum()),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

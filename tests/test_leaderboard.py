@@ -299,3 +299,18 @@ def test_clear_errors(tmp_path: Path, dirs: list[Path]):
         leaderboard(df)
     with pytest.raises(ValueError, match="no records for benchmark 'b3'"):
         leaderboard(df, "b3")
+
+
+def test_another_score_can_count_as_faithfulness(tmp_path: Path):
+    from cvg_bench.leaderboard import with_faithfulness
+
+    for i, (f, v) in enumerate([(1.0, 0.2), (0.0, 0.6)]):
+        _write(tmp_path, _rec("m", "g", "h", f"p{i + 1}", 0, f, validity=v))
+    df = load_records(tmp_path)
+    by_validity = with_faithfulness(df, "oracle/validity")
+    assert by_validity["faithfulness"].tolist() == [0.2, 0.6]
+    assert df["faithfulness"].tolist() == [1.0, 0.0]  # the input is not changed
+    assert with_faithfulness(df, None) is df
+    with pytest.raises(ValueError, match="'oracle/relation' is in no record; scores found: "
+                                         r"\['faith/score', 'oracle/validity'\]"):
+        with_faithfulness(df, "oracle/relation")

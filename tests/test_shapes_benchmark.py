@@ -85,14 +85,26 @@ def test_oracle_scorer_plugin() -> None:
     spec = ShapesBenchmark().load("seen")[0]
     good = scorer.score(render(spec, 0), spec)
     assert good.raw["pass"] == 1.0 and good.raw == good.normalised
-    assert set(good.raw) == {"pass", "score", "validity"}
+    assert set(good.raw) == {"pass", "score", "validity", "relation"}
     assert all(0.0 <= v <= 1.0 for v in good.raw.values())
     json.dumps(good.details)
     wrong = grammar.negative(spec, np.random.default_rng(0))
     bad = scorer.score(render(wrong, 0), spec)
     assert bad.raw["pass"] == 0.0 and bad.raw["score"] < good.raw["score"]
+    assert bad.raw["relation"] == 0.0
     with pytest.raises(ValueError):
         registry.build("scorer", {"name": "oracle", "min_validity": 2.0})
+
+
+def test_oracle_relation_holds_without_valid_shapes() -> None:
+    """Right layout, wrong shapes: ``relation`` passes, ``pass`` (which needs validity) fails."""
+    scorer = registry.build("scorer", {"name": "oracle"})
+    spec = grammar.spec_of(grammar.Composition(
+        "spatial_relationships", (("red", "circle"), ("blue", "square")), "on the left of"))
+    blobs = grammar.spec_of(grammar.Composition(
+        "spatial_relationships", (("red", "triangle"), ("blue", "triangle")), "on the left of"))
+    r = scorer.score(render(blobs, 0), spec)
+    assert r.raw["relation"] == 1.0 and r.raw["pass"] == 0.0 and r.raw["validity"] < 0.5
 
 
 def test_dataset_build_load_and_resume(tmp_path: Path) -> None:

@@ -12,11 +12,13 @@ from cvg_bench.types import PromptSpec, Video
 
 @register("scorer", "oracle")
 class OracleScorer(Scorer):
-    """Exact faithfulness on shapes-world prompts: pass/fail, graded score, validity."""
+    """Exact faithfulness on shapes-world prompts: pass/fail, graded score, validity, and
+    ``relation`` (the composition's predicates alone, validity not required)."""
 
     role: ClassVar[str] = "faithfulness"
     primary: ClassVar[str] = "pass"
-    higher_is_better: ClassVar[dict[str, bool]] = {"pass": True, "score": True, "validity": True}
+    higher_is_better: ClassVar[dict[str, bool]] = {"pass": True, "score": True, "validity": True,
+                                                   "relation": True}
 
     def __init__(self, min_validity: float = oracle.MIN_VALIDITY) -> None:
         if not 0.0 <= min_validity <= 1.0:
@@ -29,5 +31,9 @@ class OracleScorer(Scorer):
     def score(self, video: Video, spec: PromptSpec) -> ScoreResult:
         """Raises PromptGrammarError when the prompt is not a shapes-world prompt."""
         j = oracle.judge(video, spec, min_validity=self.min_validity)
-        raw = {"pass": float(j.passed), "score": float(j.score), "validity": float(j.validity)}
+        # relation: the composition's predicates hold, however well the shapes are drawn (what
+        # guidance can change on a generator that draws blobs); pass also needs validity.
+        relation = all(p["passed"] for p in j.predicates.values())
+        raw = {"pass": float(j.passed), "score": float(j.score), "validity": float(j.validity),
+               "relation": float(relation)}
         return ScoreResult(raw=raw, normalised=dict(raw), details=j.predicates)
