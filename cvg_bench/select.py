@@ -1,0 +1,99 @@
+"""Choose each method's setting on one split, to run it on another (never tuned where reported).
+
+A sweep (`python -m cvg_bench run -m method=a,b method.eta=0.05,0.1 ... benchmark.split=seen`)
+writes one run folder per setting. This ranks every run of a method by the mean of one score
+over its samples (e.g. ``oracle/relation``) and writes, per method, the best setting as
+hydra overrides that re-create it, with every setting's score beside it:
+
+    python -m cvg_bench.select results/sweep_seen --score oracle/relation \
+        --out results/reference/chosen_settings.json
+
+Ties go to the cheaper setting (fewer guided steps, then smaller step size), then to the
+first one found, so the choice is deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cvg_bench.leaderboard import load_records
+from cvg_bench.records import atomic_write_text
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def run_settings(results_dirs: list[Path]) -> dict[str, dict[str, Any]]:
+    """run_hash -> the run's method config (flattened), from each run's manifest."""
+    out = {}
+    for root in results_dirs:
+        for manifest in Path(root).rglob("manifest.json"):
+            m = json.loads(manifest.read_text())
+            out[m["run_hash"]] = _flat(m["identity"]["method"])
+    return out
+
+
+def _cost(setting: dict[str, Any]) -> tuple[float, float]:
+    return float(setting.get("guided_steps", 0) or 0), float(setting.get("eta", 0) or 0)
+
+
+def choose_settings(results_dirs: list[Path], score: str) -> dict[str, Any]:
+    """Per method: every setting with its mean ``score`` and sample count, and the best."""
+    df = load_records(results_dirs)
+    df = df[df["error"].isna()]
+    settings = run_settings(results_dirs)
+    values = [d.get(score) if isinstance(d, dict) else None for d in df["scores_norm"]]
+    df = df.assign(_score=values).dropna(subset=["_score"])
+    if df.empty:
+        raise ValueError(f"no record has score {score!r}")
+    out: dict[str, Any] = {"score": score, "sources": [str(p) for p in results_dirs], "methods": {}}
+    for method, sub in df.groupby("method", sort=True):
+        runs = []
+        for run_hash, rows in sub.groupby("run_hash", sort=False):
+            if run_hash not in settings:
+                raise ValueError(f"run {run_hash} of {method!r} has no manifest.json")
+            runs.append({"run_hash": run_hash, "setting": settings[run_hash],
+                         "mean": float(rows["_score"].mean()), "n": int(len(rows)),
+                         "per_category": rows.groupby("category")["_score"].mean().round(4).to_dict()})
+        varying = sorted(k for k in runs[0]["setting"]
+                         if len({json.dumps(r["setting"].get(k)) for r in runs}) > 1)
+        best = max(runs, key=lambda r: (round(r["mean"], 9), tuple(-c for c in _cost(r["setting"]))))
+        out["methods"][method] = {
+            "best": best["run_hash"], "best_mean": best["mean"],
+            "overrides": [f"method.{k}={json.dumps(best['setting'][k])}" for k in varying],
+            "setting": best["setting"], "swept": varying,
+            "runs": sorted(runs, key=lambda r: -r["mean"]),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results_dirs", nargs="+", type=Path)
+    p.add_argument("--score", default="oracle/pass", help="a key of the records' scores_norm")
+    p.add_argument("--out", type=Path, default=None, help="JSON file for the choice")
+    args = p.parse_args(argv)
+    try:
+        chosen = choose_settings(args.results_dirs, args.score)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}")
+        return 2
+    for method, c in chosen["methods"].items():
+        print(f"{method}: {c['best_mean']:.3f} with {' '.join(c['overrides']) or '(one setting)'}"
+              f"  [{len(c['runs'])} settings]")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, json.dumps(chosen, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

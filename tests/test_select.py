@@ -1,0 +1,47 @@
+"""Choosing each method's setting on the tuning split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cvg_bench.records import RunStore
+from cvg_bench.select import choose_settings, main
+
+
+def _run(root: Path, method: str, run_hash: str, setting: dict, passes: list[float]) -> None:
+    store = RunStore(root, "shapes", method, "tiny", run_hash)
+    store.write_manifest({"run_hash": run_hash, "identity": {"method": {"name": method, **setting}}})
+    for i, v in enumerate(passes):
+        store.write({
+            "schema_version": 1, "run_hash": run_hash, "method": method, "generator": "tiny",
+            "benchmark": "shapes", "benchmark_version": "1", "prompt_id": f"p{i}", "prompt": "x",
+            "category": "spatial" if i % 2 else "motion", "split": "seen", "seed": 0,
+            "video_path": None, "scores": {}, "scores_norm": {"oracle/relation": v},
+            "faithfulness": v, "quality": None, "details": {},
+            "timings": {"generation_s": 1.0, "guidance_s": 0.1}, "evaluators": {}, "versions": {},
+            "git_commit": "x", "created_at": "2026-01-01T00:00:00+00:00", "error": None})
+
+
+def test_best_setting_per_method_with_overrides_and_cheaper_tie_break(tmp_path: Path):
+    _run(tmp_path, "ae", "h1", {"eta": 0.05, "guided_steps": 2}, [0, 0, 1, 0])
+    _run(tmp_path, "ae", "h2", {"eta": 0.2, "guided_steps": 2}, [1, 1, 1, 0])
+    _run(tmp_path, "ae", "h3", {"eta": 0.1, "guided_steps": 5}, [1, 1, 0, 1])  # tie, dearer
+    _run(tmp_path, "le", "h4", {"eta": 0.1, "guided_steps": 2}, [0, 1, 0, 0])
+    chosen = choose_settings([tmp_path], "oracle/relation")["methods"]
+    assert chosen["ae"]["best"] == "h2" and chosen["ae"]["best_mean"] == 0.75
+    assert chosen["ae"]["overrides"] == ["method.eta=0.2", "method.guided_steps=2"]
+    assert [r["run_hash"] for r in chosen["ae"]["runs"]][2] == "h1"
+    assert chosen["ae"]["runs"][0]["per_category"] == {"motion": 1.0, "spatial": 0.5}
+    assert chosen["le"]["overrides"] == [] and chosen["le"]["best_mean"] == 0.25
+
+
+def test_cli_writes_the_choice_and_names_a_missing_score(tmp_path: Path, capsys):
+    _run(tmp_path / "r", "ae", "h1", {"eta": 0.1}, [1, 0])
+    out = tmp_path / "chosen.json"
+    assert main([str(tmp_path / "r"), "--score", "oracle/relation", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["methods"]["ae"]["best_mean"] == 0.5
+    assert main([str(tmp_path / "r"), "--score", "oracle/nothing"]) == 2
+    assert "no record has score 'oracle/nothing'" in capsys.readouterr().out
