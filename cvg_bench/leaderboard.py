@@ -337,11 +337,17 @@ def table_json(table: pd.DataFrame) -> dict[str, Any]:
 # Plots
 
 
-def plot_scatter(table: pd.DataFrame, path: Path) -> Path:
-    """Overall faithfulness vs quality (or vs seconds per video without quality), ± s.e."""
+def _has(table: pd.DataFrame, column: str) -> bool:
+    return column in table and bool(table[column].notna().any())
+
+
+def plot_scatter(table: pd.DataFrame, path: Path, x: str | None = None) -> Path:
+    """Overall faithfulness vs ``x`` ± s.e.; by default quality, else validity (the shapes
+    world's visual quality), else seconds per video."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-    x = "quality" if "quality" in table and table["quality"].notna().any() else "sec_per_video"
+    if x is None:
+        x = next(c for c in ("quality", "validity", "sec_per_video") if c == "sec_per_video" or _has(table, c))
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.subplots()
     shown = table[x].notna() & table["overall"].notna()
@@ -388,7 +394,8 @@ def plot_categories(table: pd.DataFrame, path: Path) -> Path:
 
 def export(table: pd.DataFrame, out_dir: Path | str, stem: str) -> dict[str, Path]:
     """Write ``<stem>.csv`` (numeric, mean and se columns), ``.md``, ``.tex``, ``.json`` and
-    ``<stem>_scatter.png`` / ``<stem>_categories.png`` under ``out_dir``; returns the paths."""
+    plots ``<stem>_scatter.png`` (faithfulness vs quality), ``<stem>_categories.png`` and
+    ``<stem>_cost.png`` (faithfulness vs seconds per video) under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = safe_name(stem)
@@ -399,6 +406,7 @@ def export(table: pd.DataFrame, out_dir: Path | str, stem: str) -> dict[str, Pat
     atomic_write_text(paths["json"], _dumps(table_json(table)))
     paths["scatter"] = plot_scatter(table, out / f"{stem}_scatter.png")
     paths["categories"] = plot_categories(table, out / f"{stem}_categories.png")
+    paths["cost"] = plot_scatter(table, out / f"{stem}_cost.png", x="sec_per_video")
     return paths
 
 

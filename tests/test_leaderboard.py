@@ -246,12 +246,12 @@ def test_latex_booktabs_bolds_best(table: pd.DataFrame):
 
 def test_export_writes_all_files(table: pd.DataFrame, tmp_path: Path):
     paths = export(table, tmp_path / "out", "bench")
-    assert set(paths) == {"csv", "md", "tex", "json", "scatter", "categories"}
+    assert set(paths) == {"csv", "md", "tex", "json", "scatter", "categories", "cost"}
     csv = pd.read_csv(paths["csv"])
     assert {"spatial", "spatial_se", "overall_micro_se", "n_seeds"} <= set(csv.columns)
     cvg = csv[(csv["method"] == "cvg") & (csv["generator"] == "gA")].iloc[0]
     assert cvg["spatial_se"] == pytest.approx(0.1 / S3)  # full precision, not display text
-    for kind in ("scatter", "categories"):
+    for kind in ("scatter", "categories", "cost"):
         _assert_png(paths[kind])
 
 
