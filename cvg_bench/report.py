@@ -1,0 +1,362 @@
+"""An HTML report of the samples themselves: per prompt and seed, each run's video side by side.
+
+``write_report(results_dirs, out_dir)`` reads the sample records the leaderboards read
+(``leaderboard.load_records``: any depth, duplicates merged) and writes, under ``out_dir``::
+
+    index.html                 # links to one page per benchmark
+    <benchmark>.html           # rows (prompt, seed), columns method x generator [x run hash]
+    media/<benchmark>/<method>__<generator>__<run_hash>/<prompt_id>__s<seed>.mp4  # hard link or copy
+    media/<benchmark>/<method>__<generator>__<run_hash>/<prompt_id>__s<seed>.png  # poster (middle frame)
+
+Every link in a page is relative and points inside ``out_dir``, so the folder can be zipped
+and moved. Videos are hard-linked into ``media/`` (copied when ``out_dir`` is on another file
+system): a record's ``video_path`` is relative to its run folder, or absolute for
+``score``-command records, and neither would survive a move. Plain HTML and CSS, no script.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import imageio.v2 as iio
+import numpy as np
+import pandas as pd
+
+from cvg_bench.leaderboard import _row_keys, load_records
+from cvg_bench.records import RunStore, atomic_write_text, safe_name
+from cvg_bench.video_io import read_video
+
+log = logging.getLogger(__name__)
+
+MEDIA = "media"
+_NOT_SCORERS = ("guidance",)  # ``details`` keys that hold guidance statistics, not scores
+
+
+@dataclass
+class Cell:
+    """One (prompt, seed) x run cell: the video (paths relative to out_dir) or why there is none."""
+
+    record: dict[str, Any] | None
+    video: str | None = None
+    poster: str | None = None
+    problem: str | None = None  # shown instead of the video
+
+
+def write_report(results_dirs: Iterable[Path | str] | Path | str, out_dir: Path | str,
+                 limit: int | None = None, seeds: list[int] | None = None,
+                 categories: list[str] | None = None,
+                 methods: list[str] | None = None) -> Path:
+    """Write ``out_dir/index.html`` and one ``<benchmark>.html`` per benchmark; returns the index.
+
+    ``limit``: at most this many prompts per category (first in record order); ``seeds``,
+    ``categories``: keep only these; ``methods``: keep only these methods, columns in this
+    order (otherwise order of first appearance).
+    """
+    sources = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
+    df = _select(load_records(sources), limit, seeds, categories, methods)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermissionError(f"cannot write the report to {out} ({exc.strerror or exc}); "
+                              "set out_dir=<a writable folder>") from exc
+    run_dirs = _index_run_dirs(sources)
+    pages = {}
+    for bench in pd.unique(df["benchmark"]):
+        sub = df[df["benchmark"] == bench]
+        page = out / f"{safe_name(str(bench))}.html"
+        atomic_write_text(page, _benchmark_page(str(bench), sub, out, run_dirs, sources))
+        pages[str(bench)] = page
+        log.info("report for %s: %s", bench, page)
+    index = out / "index.html"
+    atomic_write_text(index, _index_page(pages, sources))
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection and grouping
+
+
+def _select(df: pd.DataFrame, limit: int | None, seeds: list[int] | None,
+            categories: list[str] | None, methods: list[str] | None) -> pd.DataFrame:
+    filters = {"seed": seeds, "category": categories, "method": methods}
+    for column, wanted in filters.items():
+        if wanted is not None:
+            df = df[df[column].isin(list(wanted))]
+    if methods is not None:  # the requested column order
+        order = {m: i for i, m in enumerate(methods)}
+        df = df.iloc[np.argsort([order[m] for m in df["method"]], kind="stable")]
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1 (prompts per category), got {limit}")
+        first = df.drop_duplicates(["benchmark", "category", "prompt_id"])
+        kept = first.groupby(["benchmark", "category"], sort=False).head(limit)
+        df = df.merge(kept[["benchmark", "prompt_id"]], on=["benchmark", "prompt_id"])
+    if df.empty:
+        raise ValueError(f"no records left after selecting seeds={seeds}, "
+                         f"categories={categories}, methods={methods}")
+    return df
+
+
+def _index_run_dirs(sources: list[Path | str]) -> dict[tuple[str, str], list[Path]]:
+    """(benchmark folder, run folder) name -> run folders, found as the leaderboard finds
+    records (``samples/`` at any depth). load_records keeps no source path, and a relative
+    ``video_path`` is relative to its run folder."""
+    found: dict[tuple[str, str], list[Path]] = {}
+    for source in sources:
+        for samples in sorted(Path(source).resolve().rglob("samples")):
+            run = samples.parent
+            found.setdefault((run.parent.name, run.name), []).append(run)
+    return found
+
+
+def _store(rec: dict[str, Any]) -> RunStore:
+    """The record's run store relative to its results_dir: ``.root`` is <benchmark>/<run>."""
+    return RunStore("", rec["benchmark"], rec["method"], rec["generator"], rec["run_hash"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Media
+
+
+def _cell(rec: dict[str, Any], out: Path, run_dirs: dict[tuple[str, str], list[Path]]) -> Cell:
+    if isinstance(rec.get("error"), str):
+        first_line = rec["error"].strip().splitlines()[0] if rec["error"].strip() else "error"
+        return Cell(rec, problem=f"failed: {first_line}")
+    video_path = rec.get("video_path")
+    if not isinstance(video_path, str) or not video_path:
+        return Cell(rec, problem="no video saved")
+    store = _store(rec)
+    root = store.root
+    source = _find_video(Path(video_path), run_dirs.get((root.parent.name, root.name), []))
+    if source is None:
+        return Cell(rec, problem=f"video not found: {video_path}")
+    stem = store.stem(rec["prompt_id"], int(rec["seed"]))
+    rel = Path(MEDIA) / root / f"{stem}{source.suffix or '.mp4'}"
+    poster_rel = rel.with_suffix(".png")
+    try:
+        _place(source, out / rel)
+        _write_poster(out / rel, out / poster_rel)
+    except (OSError, ValueError, RuntimeError) as exc:  # a corrupt or unreadable file
+        log.warning("report: skipping video %s: %s", source, exc)
+        return Cell(rec, problem=f"video unreadable: {source.name}")
+    return Cell(rec, video=rel.as_posix(), poster=poster_rel.as_posix())
+
+
+def _find_video(video_path: Path, runs: list[Path]) -> Path | None:
+    if video_path.is_absolute():  # records of the `score` command
+        return video_path if video_path.is_file() else None
+    # The same run folder may sit under two results folders (a copied sweep): any copy will do.
+    return next((run / video_path for run in runs if (run / video_path).is_file()), None)
+
+
+def _place(source: Path, dest: Path) -> None:
+    """Hard-link (same file system) or copy ``source`` to ``dest``, atomically."""
+    if dest.exists() and os.path.samefile(source, dest):
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=dest.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(source, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_poster(video: Path, poster: Path) -> None:
+    """The middle frame as PNG (the first frame of a generated video is often the least
+    telling); reused while it is newer than the video."""
+    if poster.exists() and poster.stat().st_mtime >= video.stat().st_mtime:
+        return
+    frames = read_video(video)
+    fd, tmp_name = tempfile.mkstemp(dir=poster.parent, prefix=f".{poster.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        iio.imwrite(tmp_name, frames[len(frames) // 2], format="PNG")
+        os.replace(tmp_name, poster)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table.report { border-collapse: collapse; }
+table.report th, table.report td { border: 1px solid #ccc; padding: 6px; vertical-align: top; }
+table.report thead th { background: #f3f3f3; position: sticky; top: 0; }
+td.prompt { max-width: 16em; }
+td.target { max-width: 12em; font-size: 0.85em; word-break: break-word; }
+td.cell { text-align: center; min-width: 200px; }
+video { width: 192px; height: auto; background: #000; image-rendering: pixelated; }
+.placeholder { width: 192px; height: 108px; margin: auto; display: flex; align-items: center;
+  justify-content: center; background: repeating-linear-gradient(45deg, #eee, #eee 8px,
+  #f8f8f8 8px, #f8f8f8 16px); color: #a00; font-size: 0.85em; overflow: hidden;
+  word-break: break-word; }
+.placeholder.empty { color: #777; }
+.scores { font-size: 0.8em; text-align: left; margin-top: 4px; }
+.scores .main { font-weight: bold; }
+.pass { color: #080; } .fail { color: #b00; }
+.muted { color: #777; font-size: 0.85em; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _url(rel: str) -> str:
+    return _e(quote(rel))  # percent-encode for the URL, then escape for the attribute
+
+
+def _num(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return _e(value)
+    return "-" if np.isnan(number) else f"{number:.3f}"
+
+
+def _page(title: str, body: list[str]) -> str:
+    return "\n".join([
+        "<!doctype html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>{_e(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+        *body, "</body>", "</html>", ""])
+
+
+def _stamp(sources: list[Path | str]) -> str:
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return (f'<p class="muted">records from {_e(", ".join(map(str, sources)))}; '
+            f"written {_e(date)} by <code>python -m cvg_bench report</code></p>")
+
+
+def _index_page(pages: dict[str, Path], sources: list[Path | str]) -> str:
+    items = [f'<li><a href="{_url(p.name)}">{_e(b)}</a></li>' for b, p in pages.items()]
+    return _page("cvg_bench report", ["<h1>cvg_bench report</h1>", _stamp(sources),
+                                      "<ul>", *items, "</ul>"])
+
+
+def _benchmark_page(bench: str, sub: pd.DataFrame, out: Path,
+                    run_dirs: dict[tuple[str, str], list[Path]],
+                    sources: list[Path | str]) -> str:
+    keys = _row_keys(sub)  # method, generator (+ run_hash when two runs share both)
+    columns = list(dict.fromkeys(tuple(str(v) for v in row) for row in sub[keys].to_numpy()))
+    records = {(tuple(str(rec[k]) for k in keys), str(rec["prompt_id"]), int(rec["seed"])): rec
+               for rec in sub.to_dict(orient="records")}
+    by_prompt: dict[str, list[dict[str, Any]]] = {}
+    for (_, pid, _), rec in records.items():
+        by_prompt.setdefault(pid, []).append(rec)
+    cat_order = {c: i for i, c in enumerate(pd.unique(sub["category"]))}
+    prompts = sub.drop_duplicates("prompt_id")
+    prompts = prompts.iloc[np.argsort([cat_order[c] for c in prompts["category"]], kind="stable")]
+
+    header = "".join(f"<th>{'<br>'.join(_e(v) for v in col)}</th>" for col in columns)
+    rows = []
+    n_videos = 0
+    for prompt in prompts.to_dict(orient="records"):
+        pid = str(prompt["prompt_id"])
+        seeds = sorted(int(s) for s in sub.loc[sub["prompt_id"] == pid, "seed"].unique())
+        for i, seed in enumerate(seeds):
+            tds = []
+            if i == 0:  # prompt, category and target span the prompt's seed rows
+                span = f' rowspan="{len(seeds)}"' if len(seeds) > 1 else ""
+                tds += [f'<td class="prompt"{span}>{_e(prompt["prompt"])}'
+                        f'<div class="muted">{_e(pid)}</div></td>',
+                        f'<td{span}>{_e(prompt["category"])}</td>',
+                        f'<td class="target"{span}>{_target(by_prompt[pid])}</td>']
+            tds.append(f"<td>{seed}</td>")
+            for col in columns:
+                rec = records.get((col, pid, seed))
+                cell = _cell(rec, out, run_dirs) if rec is not None else Cell(None)
+                n_videos += cell.video is not None
+                tds.append(_cell_html(cell))
+            rows.append(f'<tr data-prompt-id="{_e(pid)}" data-seed="{seed}">{"".join(tds)}</tr>')
+    summary = (f"<p>{len(prompts)} prompt(s), {sub['seed'].nunique()} seed(s), "
+               f"{len(columns)} run(s), {n_videos} video(s), "
+               f"{int(sub['error'].notna().sum())} failed sample(s). Scores are normalised to "
+               "[0, 1], higher is better; the poster is the middle frame.</p>")
+    return _page(f"cvg_bench report: {bench}", [
+        f"<h1>{_e(bench)}</h1>", summary, _stamp(sources),
+        '<table class="report">',
+        f"<thead><tr><th>prompt</th><th>category</th><th>target</th><th>seed</th>{header}"
+        "</tr></thead>",
+        "<tbody>", *rows, "</tbody>", "</table>"])
+
+
+def _target(recs: list[dict[str, Any]]) -> str:
+    """What the prompt asks for: the record's ``target``/``label`` when it has one, else the
+    predicates its scorers checked (records store no label; the predicates are the target
+    spelled out, e.g. ``on_the_right_of``)."""
+    for rec in recs:
+        for field in ("target", "label"):
+            if isinstance(rec.get(field), str):
+                return _e(rec[field])
+    checks = dict.fromkeys(name for rec in recs for name in _predicates(rec))
+    return _e(", ".join(checks)) if checks else '<span class="muted">-</span>'
+
+
+def _predicates(rec: dict[str, Any]) -> dict[str, bool]:
+    """``details[scorer][predicate]["passed"]`` of every scorer, flattened."""
+    out = {}
+    details = rec.get("details")
+    for scorer, preds in (details.items() if isinstance(details, dict) else ()):
+        if scorer in _NOT_SCORERS or not isinstance(preds, dict):
+            continue
+        for name, value in preds.items():
+            if isinstance(value, dict) and "passed" in value:
+                out[str(name)] = bool(value["passed"])
+    return out
+
+
+def _cell_html(cell: Cell) -> str:
+    if cell.record is None:
+        return '<td class="cell missing"><div class="placeholder empty">no sample</div></td>'
+    if cell.video is not None:
+        media = (f'<video controls muted loop playsinline preload="metadata" '
+                 f'poster="{_url(cell.poster or "")}" src="{_url(cell.video)}"></video>')
+        css = "cell"
+    else:
+        media = f'<div class="placeholder">{_e(cell.problem)}</div>'
+        css = "cell error" if isinstance(cell.record.get("error"), str) else "cell novideo"
+    return f'<td class="{css}">{media}{_scores_html(cell.record)}</td>'
+
+
+def _scores_html(rec: dict[str, Any]) -> str:
+    if isinstance(rec.get("error"), str):
+        return ""
+    lines = [f'<div class="main">faithfulness {_num(rec.get("faithfulness"))} · '
+             f'validity {_num(rec.get("validity"))}</div>']
+    if rec.get("quality") is not None and not pd.isna(rec.get("quality")):
+        lines.append(f"<div>quality {_num(rec['quality'])}</div>")
+    by_scorer: dict[str, list[str]] = {}
+    scores = rec.get("scores")
+    for key, value in (scores.items() if isinstance(scores, dict) else ()):
+        scorer, _, metric = str(key).partition("/")
+        by_scorer.setdefault(scorer, []).append(f"{_e(metric or scorer)} {_num(value)}")
+    lines += [f"<div>{_e(s)}: {' · '.join(v)}</div>" for s, v in by_scorer.items()]
+    preds = _predicates(rec)
+    if preds:
+        marks = [f'<span class="{"pass" if ok else "fail"}">{"✓" if ok else "✗"} {_e(n)}</span>'
+                 for n, ok in preds.items()]
+        lines.append(f"<div>{' '.join(marks)}</div>")
+    gen_s = rec.get("generation_s")
+    if gen_s is not None and not pd.isna(gen_s):
+        lines.append(f'<div class="muted">{float(gen_s):.2f} s/video</div>')
+    return f'<div class="scores">{"".join(lines)}</div>'
