@@ -45,3 +45,12 @@ def test_cli_writes_the_choice_and_names_a_missing_score(tmp_path: Path, capsys)
     assert json.loads(out.read_text())["methods"]["ae"]["best_mean"] == 0.5
     assert main([str(tmp_path / "r"), "--score", "oracle/nothing"]) == 2
     assert "no record has score 'oracle/nothing'" in capsys.readouterr().out
+
+
+def test_reference_script_tunes_each_method_on_seen_only(capsys):
+    from cvg_bench.reference import main as reference
+
+    assert reference(["--dry-run", "--methods", "attend_excite,cvg", "--etas", "0.1,0.2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("benchmark.split=seen" in line for line in lines)
+    assert "method=cvg method.eta=0.1,0.2 method.guided_steps=2,5" in lines[1]
