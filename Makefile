@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-slow lint clean-results
+.PHONY: install system-deps demo test test-slow test-slurm lint clean-results
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,14 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q $(TORCH_SPEC) $(TORCH_PIP_ARGS)
 	$(PIP) install -q -e '.[test]'
 	touch $@
+
+# Debian packages for the browser test of the HTML report (chromium) and the one-node SLURM
+# test (slurm-wlm, munge). Needs root and apt; ~1-2 min. Without them those tests skip
+# (outside CI) with the line to run.
+SYSTEM_PACKAGES ?= chromium slurm-wlm munge
+system-deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) > /dev/null
 
 demo: install
 	$(PY) -m cvg_bench list
@@ -32,6 +40,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# A real one-node SLURM cluster (root, slurm-wlm + munge): an array sweep, scancel, requeue.
+test-slurm: install
+	$(PY) -m pytest -q -m slurm tests/test_slurm_sweep.py
 
 clean-results:
 	rm -rf results/runs results/demo results/leaderboards
