@@ -83,7 +83,8 @@ def feature_spec(cfg: DictConfig, generator) -> FeatureSpec:
 
 
 def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
-    """Build (or resume) the caches, train dual and p+-only classifiers, save the dual one."""
+    """Build (or resume) the caches, train CVG's classifier and its ablations (p+ only,
+    backbone none), each resumable from per-epoch checkpoints; save them and a report."""
     from cvg_bench.shapes.grammar import CATEGORIES, label_set
 
     torch.manual_seed(int(cfg.seed))
@@ -103,25 +104,48 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     label_sets = {c: _union_labels(c, label_set) for c in categories}
     probe = caches["val"].load()[0]
     report: dict[str, Any] = {"features": features.to_dict(), "generator": generator.version(),
+                              "categories": categories, "cache": str(cache_root),
+                              "n_train": int(cfg.data.train), "n_val": int(cfg.data.val),
                               "cache_minutes": (time.time() - started) / 60}
-    for dual in ([True, False] if cfg.compare_without_dual else [True]):
-        model = CVGClassifier(features, label_sets, OmegaConf.to_container(cfg.backbone),
+    vpos, vneg, vrows = caches["val"].load()
+    report["val_sources"] = {s: sum(r["source"] == s for r in vrows) for s in ("real", "synthetic")}
+    for key, dual, backbone in variants(cfg):
+        model = CVGClassifier(features, label_sets, backbone,
                               num_layer_heads=probe.shape[3], frames=probe.shape[5],
                               aggregator=OmegaConf.to_container(cfg.aggregator),
-                              meta={"generator": generator.version(), "dual": dual})
-        result = train_classifier(model, caches["train"], None, dual=dual, seed=int(cfg.seed),
+                              meta={"generator": generator.version(), "dual": dual, "variant": key})
+        result = train_classifier(model, caches["train"], caches["val"], dual=dual,
+                                  seed=int(cfg.seed), checkpoint=checkpoint_path(cfg, cache_root, key, backbone),
                                   **OmegaConf.to_container(cfg.optim))
-        vpos, vneg, vrows = caches["val"].load()
-        key = "dual" if dual else "p_plus_only"
-        report[key] = {"val_acc_pos": accuracy(model, vpos, vrows),
+        report[key] = {"backbone": backbone.get("name"), "dual": dual,
+                       "val_acc_pos": accuracy(model, vpos, vrows),
                        "val_acc_neg": accuracy(model, vneg, vrows),
-                       "final_loss": result["history"][-1]["loss"]}
-        if dual:
-            model.save(cfg.out)
+                       "final_loss": result["history"][-1]["loss"], "history": result["history"]}
+        model.save(Path(cfg.out) if key == "dual" else Path(cfg.ablations_out) / key)
     report["minutes"] = (time.time() - started) / 60
     atomic_write_json(Path(cfg.out) / "report.json", report)
-    log.info("classifier report: %s", json.dumps(report, indent=1))
+    log.info("classifier report: %s", json.dumps({k: v for k, v in report.items()
+                                                   if not isinstance(v, dict) or "history" not in v}, indent=1))
     return report
+
+
+def checkpoint_path(cfg: DictConfig, cache_root: Path, key: str, backbone: dict[str, Any]) -> Path:
+    """A training checkpoint is resumed only by the same variant, data size and settings."""
+    settings = {"backbone": backbone, "aggregator": OmegaConf.to_container(cfg.aggregator),
+                "optim": OmegaConf.to_container(cfg.optim), "seed": int(cfg.seed),
+                "n_train": int(cfg.data.train), "n_val": int(cfg.data.val)}
+    return cache_root / "checkpoints" / f"{key}-{config_hash(settings)}.pt"
+
+
+def variants(cfg: DictConfig) -> list[tuple[str, bool, dict[str, Any]]]:
+    """(name, dual, backbone) of every classifier trained: CVG's own, then the ablations."""
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    out = [("dual", True, backbone)]
+    if cfg.compare_without_dual:
+        out.append(("p_plus_only", False, backbone))
+    if cfg.get("compare_backbone_none", False) and backbone.get("name") != "none":
+        out.append(("backbone_none", True, {"name": "none"}))
+    return out
 
 
 def cache_name(cfg: DictConfig, generator_version: str, features: FeatureSpec,
