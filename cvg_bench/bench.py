@@ -59,7 +59,7 @@ def peak_rss() -> Iterator[dict[str, float]]:
     :func:`exact_memory_accounting` once first, or freed-and-reused pages hide the peak."""
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     base = _proc_status_mb("VmRSS")
-    out = {"peak_mb": 0.0}
+    out = {"peak_mb": 0.0, "base_mb": base}
     try:
         yield out
     finally:
@@ -139,7 +139,6 @@ def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path) -> d
     selection = clf.features.selection(tokens)
     t = generator.timesteps()[0]
     z0 = generator.initial_latents(0)
-    cond = None
     target = clf.label_index(spec.category, spec.label)
     reps = cfg.repeats
 
@@ -173,14 +172,88 @@ def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path) -> d
                                            for k in early_maps.maps)
     out["explicit_layers"] = early_maps.stats.get("explicit_layers")
     out["fused_layers"] = early_maps.stats.get("fused_layers")
-    del cond, loss, z
+    del loss, z, attn, early_maps, full_maps  # free before measuring memory
+    # A plain sampler step is one classifier-free-guided prediction (batch of 2, no grad); a
+    # guided step runs the guidance pass, then that same prediction.
+    cond, uncond = generator.encode_prompt(spec), generator.encode_prompt(generator.negative_prompt)
     with torch.no_grad(), peak_rss() as plain_mem:
-        generator.capture(z0, t, spec, selection, early_exit=False)
+        generator.predict(z0, t, cond, uncond, generator.guidance_scale)
     with peak_rss() as guided_mem:
-        full_step(True)
+        z_new = full_step(True).detach()
+        with torch.no_grad():
+            generator.predict(z_new, t, cond, uncond, generator.guidance_scale)
     out["plain_step_peak_mb"] = plain_mem["peak_mb"]
     out["guided_step_peak_mb"] = guided_mem["peak_mb"]
+    out["process_base_mb"] = plain_mem["base_mb"]  # weights, code, allocator: paid by both
+    out["process_peak_ratio"] = ((plain_mem["base_mb"] + guided_mem["peak_mb"])
+                                 / (plain_mem["base_mb"] + plain_mem["peak_mb"]))
     return out
+
+
+def _step_costs(generator, spec, clf_path: Path, repeats: int) -> dict[str, float]:
+    """One plain denoising forward (no grad) and one CVG guided step (early exit)."""
+    clf = CVGClassifier.load(clf_path)
+    clf.requires_grad_(False)
+    tokens = generator.prompt_tokens(spec)
+    selection = clf.features.selection(tokens)
+    t, z0 = generator.timesteps()[0], generator.initial_latents(0)
+    target = clf.label_index(spec.category, spec.label)
+
+    def plain():
+        with torch.no_grad():
+            generator.capture(z0, t, spec, None, early_exit=False)
+
+    def guided():
+        z = z0.detach().requires_grad_(True)
+        maps, _ = entity_maps(generator.capture(z, t, spec, selection, early_exit=True), tokens, clf.features)
+        loss = -clf.log_probs(maps[None], torch.tensor([0]), spec.category, spec.label_set)[0, target]
+        torch.autograd.grad(loss, z)
+
+    return {"plain_forward_s": timed(plain, repeats), "guided_step_s": timed(guided, repeats)}
+
+
+def scaling(cfg: DictConfig, spec, out_dir: Path) -> list[dict[str, Any]]:
+    """Guided-step cost against frames, resolution and |L|, one factor at a time from the
+    default; and whole-video cost against the number of guided steps."""
+    from cvg_bench.generators.tiny import TinyGenerator
+
+    sc, rows = cfg.scaling, []
+    base = {"num_frames": 8, "height": 32, "width": 32,
+            "num_inference_steps": int(cfg.generator.num_inference_steps)}
+    grid = ([("frames", f, {**base, "num_frames": f}, None) for f in sc.frames]
+            + [("size", r, {**base, "height": r, "width": r}, None) for r in sc.sizes]
+            + [("layers", n, base, n) for n in sc.layers])
+    for factor, value, kwargs, n_layers in grid:
+        gen = TinyGenerator.random(**kwargs)
+        layers = gen.attention_layers()
+        chosen = layers[: n_layers or max(1, len(layers) // 2)]
+        clf = random_classifier(gen, chosen, 1, out_dir / f"clf_scaling_{factor}_{value}")
+        costs = _step_costs(gen, spec, clf, int(sc.repeats))
+        rows.append({"factor": factor, "value": value, "layers": len(chosen), **costs,
+                     "guided_over_plain": costs["guided_step_s"] / costs["plain_forward_s"]})
+    gen = TinyGenerator.random(**base)
+    layers = gen.attention_layers()
+    clf = random_classifier(gen, layers[: len(layers) // 2], max(sc.guided_steps), out_dir / "clf_scaling_g")
+    van = timed(lambda: gen.sample(spec, 0), 1)
+    for g in sc.guided_steps:
+        method = registry.build("method", {"name": "cvg", "classifier": str(clf), "guided_steps": g})
+        sec = timed(lambda: gen.sample(spec, 0, hook=method.make_hook(gen, spec)), 1)
+        rows.append({"factor": "guided_steps", "value": g, "layers": len(layers) // 2,
+                     "sec_per_video": sec, "vanilla_sec_per_video": van, "time_ratio": sec / van})
+    return rows
+
+
+def training_throughput(generator, spec, features_layers: list[str]) -> dict[str, float]:
+    """Dual inversion + feature capture of one video (what the classifier's cache costs)."""
+    from cvg_bench.cvg.training import featurize
+    from cvg_bench.shapes.render import RenderConfig, render
+
+    features = FeatureSpec(steps=(0, 1), layers=tuple(features_layers), heads=(0, 1, 2, 3),
+                           num_inference_steps=len(generator.timesteps()), map_size=8, max_entities=2)
+    video = render(spec, 0, RenderConfig(frames=generator.num_frames, size=generator.height))
+    sec = timed(lambda: (featurize(generator, video, spec, features),
+                         featurize(generator, video, spec, features)), 1)
+    return {"dual_inversion_s_per_video": sec, "videos_per_hour_per_task": 3600 / sec}
 
 
 def run_bench(cfg: DictConfig) -> dict[str, Any]:
@@ -216,6 +289,9 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     report["early_exit_ratio"] = {k: s["forward_early_exit_s"] / s["forward_full_s"] for k, s in report["step"].items()}
     video = generator.sample(specs[0], 0).video
     report["inversion_s"] = timed(lambda: generator.invert(video, specs[0]), 1)
+    report["training"] = training_throughput(generator, specs[0], layer_sets[cfg.cvg_layers])
+    if cfg.scaling.enabled:
+        report["scaling"] = scaling(cfg, specs[0], out_dir)
     atomic_write_json(out_dir / "bench.json", report)
     atomic_write_text(out_dir / "bench.md", to_markdown(report))
     return report
@@ -233,14 +309,32 @@ def to_markdown(r: dict[str, Any]) -> str:
                   f"{r['floor_time_ratio']:.3f}x", "",
               "| CVG layers | fwd early-exit s | fwd full s | early/full | classifier s | "
               "backward s | guided step s | maps identical | explicit/fused layers | "
-              "peak MB plain / guided step |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "extra MB plain / guided step | process peak guided / plain |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, s in r["step"].items():
         lines.append(f"| {k} | {s['forward_early_exit_s']:.4f} | {s['forward_full_s']:.4f} | "
                      f"{r['early_exit_ratio'][k]:.2f} | {s['classifier_s']:.4f} | {s['backward_s']:.4f} | "
                      f"{s['guided_step_early_exit_s']:.4f} | {s['early_exit_maps_identical']} | "
                      f"{s['explicit_layers']}/{s['fused_layers']} | "
-                     f"{s['plain_step_peak_mb']:.0f} / {s['guided_step_peak_mb']:.0f} |")
+                     f"{s['plain_step_peak_mb']:.0f} / {s['guided_step_peak_mb']:.0f} | "
+                     f"{s['process_peak_ratio']:.2f} |")
     lines += ["", f"one DDIM inversion: {r['inversion_s']:.2f} s"]
+    tr = r.get("training")
+    if tr:
+        lines += [f"classifier cache: dual inversion + capture {tr['dual_inversion_s_per_video']:.1f} s "
+                  f"per video = {tr['videos_per_hour_per_task']:.0f} videos/hour per task"]
+    rows = r.get("scaling") or []
+    step_rows = [x for x in rows if x["factor"] != "guided_steps"]
+    if step_rows:
+        lines += ["", "| factor | value | layers | plain forward s | guided step s | guided / plain |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {x['factor']} | {x['value']} | {x['layers']} | {x['plain_forward_s']:.4f} | "
+                  f"{x['guided_step_s']:.4f} | {x['guided_over_plain']:.2f} |" for x in step_rows]
+    g_rows = [x for x in rows if x["factor"] == "guided_steps"]
+    if g_rows:
+        lines += ["", "| guided steps | s/video | vanilla s/video | x vanilla |", "|---|---|---|---|"]
+        lines += [f"| {x['value']} | {x['sec_per_video']:.2f} | {x['vanilla_sec_per_video']:.2f} | "
+                  f"{x['time_ratio']:.2f} |" for x in g_rows]
     return "\n".join(lines) + "\n"
 
 
