@@ -187,7 +187,20 @@ def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path) -> d
     out["process_base_mb"] = plain_mem["base_mb"]  # weights, code, allocator: paid by both
     out["process_peak_ratio"] = ((plain_mem["base_mb"] + guided_mem["peak_mb"])
                                  / (plain_mem["base_mb"] + plain_mem["peak_mb"]))
+    # What an accelerator's allocator would count: weights (generator + classifier) + the step.
+    out["weights_mb"] = _weights_mb(generator) + _weights_mb(clf)
+    out["model_peak_ratio"] = ((out["weights_mb"] + guided_mem["peak_mb"])
+                               / (out["weights_mb"] + plain_mem["peak_mb"]))
     return out
+
+
+def _weights_mb(obj) -> float:
+    """Parameter + buffer bytes of a module, or of a generator's pipeline components."""
+    pipe = getattr(obj, "pipe", None)
+    modules = ([m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+               if pipe is not None else [obj])
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 def _step_costs(generator, spec, clf_path: Path, repeats: int) -> dict[str, float]:
@@ -309,15 +322,16 @@ def to_markdown(r: dict[str, Any]) -> str:
                   f"{r['floor_time_ratio']:.3f}x", "",
               "| CVG layers | fwd early-exit s | fwd full s | early/full | classifier s | "
               "backward s | guided step s | maps identical | explicit/fused layers | "
-              "extra MB plain / guided step | process peak guided / plain |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "extra MB plain / guided step | weights MB | (weights + step) guided / plain | "
+              "process peak guided / plain |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, s in r["step"].items():
         lines.append(f"| {k} | {s['forward_early_exit_s']:.4f} | {s['forward_full_s']:.4f} | "
                      f"{r['early_exit_ratio'][k]:.2f} | {s['classifier_s']:.4f} | {s['backward_s']:.4f} | "
                      f"{s['guided_step_early_exit_s']:.4f} | {s['early_exit_maps_identical']} | "
                      f"{s['explicit_layers']}/{s['fused_layers']} | "
                      f"{s['plain_step_peak_mb']:.0f} / {s['guided_step_peak_mb']:.0f} | "
-                     f"{s['process_peak_ratio']:.2f} |")
+                     f"{s['weights_mb']:.1f} | {s['model_peak_ratio']:.2f} | {s['process_peak_ratio']:.2f} |")
     lines += ["", f"one DDIM inversion: {r['inversion_s']:.2f} s"]
     tr = r.get("training")
     if tr:
