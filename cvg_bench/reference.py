@@ -4,7 +4,8 @@
    split (few prompts, one seed).
 2. Choose: per method, the best setting on `seen` by ``--score`` (:mod:`cvg_bench.select`).
 3. Report: vanilla and every method, with its chosen setting, on the `heldout` split over
-   several seeds; leaderboards ranked by ``oracle/relation`` and by ``oracle/pass``.
+   several seeds; leaderboards ranked by ``oracle/relation`` (``shapes_heldout.*``) and by
+   ``oracle/pass`` (``shapes_heldout_pass.*``).
 
 Every step is a plain `python -m cvg_bench ...` command (printed as it runs), and the run
 store skips finished samples, so an interrupted script resumes where it stopped.
@@ -68,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         _cli(["run", f"method={method}", *chosen["methods"][method]["overrides"],
               "benchmark.split=heldout", f"seeds=[{a.seeds}]", f"results_dir={heldout}",
               *limit, *common], False)
-    for score, stem in (("oracle/relation", "relation"), ("oracle/pass", "pass")):
+    for score, stem in (("oracle/relation", "shapes_heldout"), ("oracle/pass", "shapes_heldout_pass")):
         out = a.work / f"leaderboard_{stem}"
         paths = write_leaderboards([heldout], out, faithfulness=score)
         for kind in ("csv", "md", "tex"):
-            target = a.out / f"shapes_heldout_{stem}.{kind}"
+            target = a.out / f"{stem}.{kind}"
             target.write_text(paths[f"shapes/{kind}"].read_text())
         print(f"\n## held-out, faithfulness = {score}\n" + paths["shapes/md"].read_text())
     return 0
