@@ -233,3 +233,74 @@ def test_classifier_pipeline_end_to_end_on_a_random_tiny_generator(tmp_path):
     again = train_cvg_classifier(cfg)
     assert again["dual"]["val_acc_pos"] == report["dual"]["val_acc_pos"]
     assert again["cache_minutes"] < report["cache_minutes"]  # shards reused, nothing re-inverted
+
+
+def _shapes_stream_cfg(stream: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"data": {"split": "all", "synthetic_fraction": 0.0, "stream": stream,
+                                      "render": {"frames": 4, "size": 16}}})
+
+
+def test_indexed_stream_makes_any_example_alone_and_the_same_each_time():
+    from cvg_bench.cvg.pipeline import example_source
+
+    cats = ["spatial_relationships", "motion_binding"]
+    example = example_source(_shapes_stream_cfg("indexed"), None, cats, seed=3)
+    a, b = example(5), example(5)
+    assert np.array_equal(a[0], b[0]) and a[1].prompt == b[1].prompt and a[2].prompt == b[2].prompt
+    assert a[1].category == "motion_binding"  # example i is of category i mod |categories|
+    assert len({example(i)[1].prompt for i in range(8)}) > 1
+    with pytest.raises(ValueError, match="data.stream='shuffled'; accepted: sequential, indexed"):
+        example_source(_shapes_stream_cfg("shuffled"), None, cats, seed=3)
+
+
+def test_cache_tasks_split_the_shards_and_together_equal_one_build(tmp_path, monkeypatch):
+    """Two array tasks build disjoint shards; their union is the single-process cache."""
+    from cvg_bench.cvg import training
+    from cvg_bench.cvg.pipeline import example_source
+
+    def fake_featurize(generator, video, spec, features):  # the split, not inversion, is tested
+        return torch.from_numpy(video.astype(np.float32)).mean() + torch.zeros(2, 3)
+
+    monkeypatch.setattr(training, "featurize", fake_featurize)
+    example = example_source(_shapes_stream_cfg("indexed"), None, ["spatial_relationships"], seed=0)
+    whole = training.build_feature_cache(None, example, FEATS, FeatureCache(tmp_path / "one"), 7, 2)
+    split = FeatureCache(tmp_path / "two")
+    training.build_feature_cache(None, example, FEATS, split, 7, 2, task=1, num_tasks=2)
+    assert split.missing_shards(7, 2) == [0, 2]
+    training.build_feature_cache(None, example, FEATS, split, 7, 2, task=0, num_tasks=2)
+    assert split.missing_shards(7, 2) == []
+    (pos1, neg1, rows1), (pos2, neg2, rows2) = whole.load(), split.load()
+    def timeless(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert torch.equal(pos1, pos2) and torch.equal(neg1, neg2)
+    assert timeless(rows1) == timeless(rows2) and len(rows1) == 7
+    with pytest.raises(ValueError, match="cannot be split across cache tasks"):
+        training.build_feature_cache(None, iter([]), FEATS, split, 7, 2, task=0, num_tasks=2)
+    with pytest.raises(ValueError, match="cache task 2 is not in 0..1"):
+        training.build_feature_cache(None, example, FEATS, split, 7, 2, task=2, num_tasks=2)
+
+
+def test_a_cache_task_builds_its_shards_and_stops_before_training(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from cvg_bench.cvg import training
+    from cvg_bench.cvg.pipeline import train_cvg_classifier
+
+    monkeypatch.setattr(training, "featurize", lambda g, v, s, f: torch.zeros(2, 3))
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/component/classifier.yaml")
+    cfg.generator = {"name": "dummy"}
+    cfg.features.layers, cfg.features.num_inference_steps = ["down"], 4
+    cfg.categories = ["spatial_relationships"]
+    cfg.data = {"train": 5, "val": 2, "split": "all", "synthetic_fraction": 0.0, "shard_size": 2,
+                "stream": "indexed", "render": {"frames": 4, "size": 16}}
+    cfg.cache_dir, cfg.out = str(tmp_path / "cache"), str(tmp_path / "clf")
+    cfg.cache_task, cfg.cache_tasks = 1, 2
+    report = train_cvg_classifier(cfg)
+    assert report["missing_shards"] == {"train": [0, 2], "val": [0]}
+    assert not (tmp_path / "clf").exists()  # no training until every shard is built
+    cfg.data.stream = "sequential"
+    with pytest.raises(ValueError, match="use data.stream=indexed"):
+        train_cvg_classifier(cfg)

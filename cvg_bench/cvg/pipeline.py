@@ -45,39 +45,81 @@ def oracle_label(video: np.ndarray, spec) -> str | None:
     return passing[0] if len(passing) == 1 else None
 
 
+STREAMS = ("sequential", "indexed")
+
+
+def _draw(generator, rng: np.random.Generator, category: str, split: str, video_seed: int,
+          synthetic_fraction: float, render_cfg) -> Example | None:
+    """One (video, p+, p-, source) from ``rng``; None when a synthetic video shows no single
+    composition of Y (not a sample)."""
+    from cvg_bench.shapes.grammar import Composition, composition_of, negative, sample_spec, spec_of
+    from cvg_bench.shapes.render import render
+
+    spec = sample_spec(rng, category, split)
+    source = "synthetic" if rng.random() < synthetic_fraction else "real"
+    if source == "real":
+        video = render(spec, seed=video_seed, cfg=render_cfg)
+    else:
+        video = generator.sample(spec, seed=video_seed).video
+        label = oracle_label(video, spec)
+        if label is None:
+            return None
+        comp = composition_of(spec)
+        spec = spec_of(Composition(comp.category, comp.objects, label))
+    return video, spec, negative(spec, rng), source
+
+
 def shapes_examples(generator, categories: list[str], split: str, seed: int,
                     synthetic_fraction: float, render_cfg: dict[str, Any]) -> Iterator[Example]:
-    """An endless, deterministic stream of (video, p+, p-, source) over the categories."""
-    from cvg_bench.shapes.grammar import Composition, composition_of, negative, sample_spec, spec_of
-    from cvg_bench.shapes.render import RenderConfig, render
+    """The ``sequential`` stream: endless and deterministic, one rng over all examples (so
+    example i needs examples 0..i-1 first; the committed classifier was trained on it)."""
+    from cvg_bench.shapes.render import RenderConfig
 
     rng = np.random.default_rng(seed)
     cfg = RenderConfig(**render_cfg)
     i = 0
     while True:
-        category = categories[i % len(categories)]
-        spec = sample_spec(rng, category, split)
-        source = "synthetic" if rng.random() < synthetic_fraction else "real"
-        video_seed = seed * 1_000_003 + i
+        example = _draw(generator, rng, categories[i % len(categories)], split,
+                        seed * 1_000_003 + i, synthetic_fraction, cfg)
         i += 1
-        if source == "real":
-            video = render(spec, seed=video_seed, cfg=cfg)
-        else:
-            video = generator.sample(spec, seed=video_seed).video
-            label = oracle_label(video, spec)
-            if label is None:  # the video shows no single composition of Y: not a sample
-                continue
-            comp = composition_of(spec)
-            spec = spec_of(Composition(comp.category, comp.objects, label))
-        yield video, spec, negative(spec, rng), source
+        if example is not None:
+            yield example
+
+
+def indexed_example(generator, categories: list[str], split: str, seed: int,
+                    synthetic_fraction: float, render_cfg: dict[str, Any], i: int) -> Example:
+    """Example i of the ``indexed`` stream: drawn from its own rng (seed, i, attempt), so any
+    process makes any example without the ones before it (cache tasks split the stream)."""
+    from cvg_bench.shapes.render import RenderConfig
+
+    cfg = RenderConfig(**render_cfg)
+    for attempt in range(1000):
+        rng = np.random.default_rng([seed, i, attempt])
+        video_seed = int(rng.integers(2**31 - 1))
+        example = _draw(generator, rng, categories[i % len(categories)], split, video_seed,
+                        synthetic_fraction, cfg)
+        if example is not None:
+            return example
+    raise RuntimeError(f"example {i}: 1000 synthetic videos in a row showed no single composition")
+
+
+def example_source(cfg: DictConfig, generator, categories: list[str], seed: int):
+    """The configured stream (``data.stream``): an iterator (sequential) or i -> example."""
+    stream = cfg.data.get("stream", "sequential")
+    if stream not in STREAMS:
+        raise ValueError(f"data.stream={stream!r}; accepted: {', '.join(STREAMS)}")
+    args = (generator, categories, cfg.data.split, int(seed), float(cfg.data.synthetic_fraction),
+            OmegaConf.to_container(cfg.data.render, resolve=True))
+    if stream == "sequential":
+        return shapes_examples(*args)
+    return lambda i: indexed_example(*args, i)
 
 
 def feature_spec(cfg: DictConfig, generator) -> FeatureSpec:
     f = OmegaConf.to_container(cfg.features, resolve=True)
     if not f.get("layers"):  # default L: every cross-attention layer of the generator
         f["layers"] = generator.attention_layers()
-    f.setdefault("num_inference_steps", len(generator.timesteps()))
-    if f["num_inference_steps"] is None:
+    if f.get("num_inference_steps") is None:  # the generator's own schedule
         f["num_inference_steps"] = len(generator.timesteps())
     return FeatureSpec(**f)
 
@@ -94,13 +136,18 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     cache_root = Path(cfg.cache_dir) / cache_name(cfg, generator.version(), features, categories)
     started = time.time()
     caches = {}
+    task, tasks = int(cfg.get("cache_task", 0)), int(cfg.get("cache_tasks", 1))
     for part, n, seed in (("train", cfg.data.train, cfg.seed), ("val", cfg.data.val, cfg.seed + 1)):
-        stream = shapes_examples(generator, categories, cfg.data.split, int(seed),
-                                 float(cfg.data.synthetic_fraction),
-                                 OmegaConf.to_container(cfg.data.render, resolve=True))
-        caches[part] = build_feature_cache(generator, stream, features,
-                                           FeatureCache(cache_root / part), int(n),
-                                           int(cfg.data.shard_size))
+        caches[part] = build_feature_cache(generator, example_source(cfg, generator, categories, seed),
+                                           features, FeatureCache(cache_root / part), int(n),
+                                           int(cfg.data.shard_size), task=task, num_tasks=tasks)
+    if tasks > 1:  # one array task of the cache build: the training is a later, single job
+        missing = {part: caches[part].missing_shards(int(n), int(cfg.data.shard_size))
+                   for part, n in (("train", cfg.data.train), ("val", cfg.data.val))}
+        log.info("cache task %d/%d done under %s; shards still missing: %s (train once they "
+                 "are all built, with cache_tasks=1)", task, tasks, cache_root, missing)
+        return {"cache": str(cache_root), "cache_task": task, "cache_tasks": tasks,
+                "missing_shards": missing, "cache_minutes": (time.time() - started) / 60}
     label_sets = {c: _union_labels(c, label_set) for c in categories}
     probe = caches["val"].load()[0]
     report: dict[str, Any] = {"features": features.to_dict(), "generator": generator.version(),
@@ -152,6 +199,8 @@ def cache_name(cfg: DictConfig, generator_version: str, features: FeatureSpec,
                categories: list[str]) -> str:
     """Cached features are reused only for the same generator, features and data stream."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
+    if data.get("stream") == "sequential":  # the stream before `stream` existed: same caches
+        del data["stream"]
     key = {"features": features.to_dict(), "categories": categories, "seed": int(cfg.seed),
            "data": {k: v for k, v in data.items() if k not in ("train", "val")}}
     return safe_name(f"{generator_version}__{config_hash(key)}")

@@ -68,6 +68,9 @@ class FeatureCache:
         tmp.replace(tensors)  # the jsonl is written last: a shard counts once both exist
         atomic_write_text(meta, "".join(json.dumps(r) + "\n" for r in rows))
 
+    def missing_shards(self, num_examples: int, shard_size: int) -> list[int]:
+        return [i for i in range(-(-num_examples // shard_size)) if not self.has_shard(i)]
+
     def load(self) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
         pos, neg, rows = [], [], []
         for meta in sorted(self.root.glob("shard-*.jsonl")):
@@ -80,20 +83,36 @@ class FeatureCache:
         return torch.cat(pos), torch.cat(neg), rows
 
 
-def build_feature_cache(generator, examples: Iterable[Example], features: FeatureSpec,
-                        cache: FeatureCache, num_examples: int, shard_size: int = 64) -> FeatureCache:
+def build_feature_cache(generator, examples: Iterable[Example] | Callable[[int], Example],
+                        features: FeatureSpec, cache: FeatureCache, num_examples: int,
+                        shard_size: int = 64, task: int = 0, num_tasks: int = 1) -> FeatureCache:
     """Invert + featurize ``num_examples`` examples into ``cache`` (finished shards skipped).
 
-    ``examples`` must be deterministic: shard i always holds examples [i*size, (i+1)*size).
+    ``examples`` is deterministic: shard i always holds examples [i*size, (i+1)*size). An
+    iterator must be consumed in order, so only one process can build it; a function
+    ``i -> example`` lets ``num_tasks`` processes split the shards (task k builds shards
+    k, k + num_tasks, ...), e.g. as the tasks of a SLURM array.
     """
-    it: Iterator[Example] = iter(examples)
+    if not 0 <= task < num_tasks:
+        raise ValueError(f"cache task {task} is not in 0..{num_tasks - 1}")
+    indexed = callable(examples)
+    if num_tasks > 1 and not indexed:
+        raise ValueError("the sequential example stream cannot be split across cache tasks "
+                         "(example i needs examples 0..i-1); use data.stream=indexed")
+    it: Iterator[Example] | None = None if indexed else iter(examples)
     n_shards = -(-num_examples // shard_size)
-    bar = tqdm(total=num_examples, desc="dual inversion", unit="video")
-    for index in range(n_shards):
-        batch = [next(it) for _ in range(min(shard_size, num_examples - index * shard_size))]
+    mine = [i for i in range(n_shards) if i % num_tasks == task]
+    sizes = {i: min(shard_size, num_examples - i * shard_size) for i in range(n_shards)}
+    bar = tqdm(total=sum(sizes[i] for i in mine), desc="dual inversion", unit="video")
+    for index in mine:
+        if not indexed:  # drawn even for a finished shard: the next shard's examples follow
+            batch = [next(it) for _ in range(sizes[index])]
         if cache.has_shard(index):
-            bar.update(len(batch))
+            bar.update(sizes[index])
             continue
+        if indexed:
+            first = index * shard_size
+            batch = [examples(j) for j in range(first, first + sizes[index])]
         pos, neg, rows = [], [], []
         for video, spec_pos, spec_neg, source in batch:
             t0 = time.perf_counter()
