@@ -50,7 +50,21 @@ def test_cli_writes_the_choice_and_names_a_missing_score(tmp_path: Path, capsys)
 def test_reference_script_tunes_each_method_on_seen_only(capsys):
     from cvg_bench.reference import main as reference
 
-    assert reference(["--dry-run", "--methods", "attend_excite,cvg", "--etas", "0.1,0.2"]) == 0
+    assert reference(["--dry-run", "--plan", "spatial_relationships,motion_binding=attend_excite,cvg",
+                      "--plan", "consistent_attribute_binding=attend_excite",
+                      "--etas", "0.1,0.2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all("benchmark.split=seen" in line for line in lines)
+    # one tuning per method, on every category the plan gives it
+    assert ("method=attend_excite method.eta=0.1,0.2 method.guided_steps=2,5 benchmark.split=seen "
+            "'benchmark.categories=[spatial_relationships,motion_binding,consistent_attribute_binding]'"
+            ) in lines[0]
     assert "method=cvg method.eta=0.1,0.2 method.guided_steps=2,5" in lines[1]
+    assert "benchmark.categories=[spatial_relationships,motion_binding]" in lines[1]
+
+
+def test_reference_plan_names_a_malformed_group():
+    from cvg_bench.reference import parse_plan
+
+    with pytest.raises(ValueError, match="'spatial_relationships' is not 'category,...=method,...'"):
+        parse_plan(["spatial_relationships"])
