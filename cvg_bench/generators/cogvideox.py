@@ -179,23 +179,17 @@ class CogVideoXGenerator(TransformerT2VGenerator):
         return partial(CogVideoXJointAttentionCapture, chunk_size=self.attention_chunk_size)
 
     # --- network ----------------------------------------------------------------------------
-    def predict(self, latents: torch.Tensor, t: int | torch.Tensor, cond: torch.Tensor,
-                uncond: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
-        """The transformer's (v-)prediction for a latent ``(B, C, F, h, w)`` (same layout, float32)."""
-        use_cfg = uncond is not None and guidance_scale > 1.0
-        model_in = torch.cat([latents, latents]) if use_cfg else latents
-        embeds = torch.cat([uncond, cond]) if use_cfg else cond
-        embeds = embeds.expand(model_in.shape[0], -1, -1) if embeds.shape[0] == 1 else embeds
+    def denoiser_output(self, model_in: torch.Tensor, t: int | torch.Tensor,
+                        embeds: torch.Tensor) -> torch.Tensor:
+        """The transformer's (v-)prediction for a latent ``(B, C, F, h, w)`` (same layout,
+        float32, as CogVideoXPipeline hands it to the scheduler)."""
         timestep = torch.as_tensor(t, device=self.device).reshape(-1).expand(model_in.shape[0])
-        model_in = model_in.permute(0, 2, 1, 3, 4)  # the transformer takes (B, F, C, h, w)
-        model_in = self.pipe.scheduler.scale_model_input(model_in, timestep)
-        out = self.denoiser(hidden_states=model_in.to(self.dtype), encoder_hidden_states=embeds, timestep=timestep,
-                            image_rotary_emb=self._rotary(latents), return_dict=False)[0]
-        out = out.float().permute(0, 2, 1, 3, 4)
-        if use_cfg:
-            out_uncond, out_text = out.chunk(2)
-            out = out_uncond + guidance_scale * (out_text - out_uncond)
-        return out  # float32, as CogVideoXPipeline hands it to the scheduler
+        hidden = model_in.permute(0, 2, 1, 3, 4)  # the transformer takes (B, F, C, h, w)
+        hidden = self.pipe.scheduler.scale_model_input(hidden, timestep)
+        out = self.denoiser(hidden_states=hidden.to(self.dtype), encoder_hidden_states=embeds,
+                            timestep=timestep, image_rotary_emb=self._rotary(model_in),
+                            return_dict=False)[0]
+        return out.float().permute(0, 2, 1, 3, 4)
 
     def _rotary(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not self.denoiser.config.use_rotary_positional_embeddings:

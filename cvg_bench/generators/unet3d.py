@@ -210,17 +210,23 @@ class UNet3DGenerator(Generator):
 
     def predict(self, latents: torch.Tensor, t: int | torch.Tensor, cond: torch.Tensor,
                 uncond: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
-        """The UNet's output at ``t``, with classifier-free guidance when ``guidance_scale > 1``."""
+        """The denoiser's output at ``t``, with classifier-free guidance when
+        ``guidance_scale > 1`` (the unconditional and text branches in one batch)."""
         use_cfg = uncond is not None and guidance_scale > 1.0
         model_in = torch.cat([latents, latents]) if use_cfg else latents
         embeds = torch.cat([uncond, cond]) if use_cfg else cond
         embeds = embeds.expand(model_in.shape[0], -1, -1) if embeds.shape[0] == 1 else embeds
-        model_in = self.pipe.scheduler.scale_model_input(model_in, t)
-        out = self.pipe.unet(model_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        out = self.denoiser_output(model_in, t, embeds)
         if use_cfg:
             out_uncond, out_text = out.chunk(2)
             out = out_uncond + guidance_scale * (out_text - out_uncond)
         return out
+
+    def denoiser_output(self, model_in: torch.Tensor, t: int | torch.Tensor,
+                        embeds: torch.Tensor) -> torch.Tensor:
+        """One batched call of the network (no guidance): the UNet's noise/v prediction."""
+        model_in = self.pipe.scheduler.scale_model_input(model_in, t)
+        return self.pipe.unet(model_in, t, encoder_hidden_states=embeds, return_dict=False)[0]
 
     def _denoise(
         self,

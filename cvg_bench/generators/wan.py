@@ -153,20 +153,12 @@ class WanGenerator(TransformerT2VGenerator):
         return torch.float32  # flow-matching latents are integrated in float32
 
     # --- network ----------------------------------------------------------------------------
-    def predict(self, latents: torch.Tensor, t: int | torch.Tensor, cond: torch.Tensor,
-                uncond: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
-        """The velocity v(z_t, t) (float32), with classifier-free guidance when ``guidance_scale > 1``."""
-        use_cfg = uncond is not None and guidance_scale > 1.0
-        model_in = torch.cat([latents, latents]) if use_cfg else latents
-        embeds = torch.cat([uncond, cond]) if use_cfg else cond
-        embeds = embeds.expand(model_in.shape[0], -1, -1) if embeds.shape[0] == 1 else embeds
+    def denoiser_output(self, model_in: torch.Tensor, t: int | torch.Tensor,
+                        embeds: torch.Tensor) -> torch.Tensor:
+        """The velocity v(z_t, t), float32."""
         timestep = torch.as_tensor(t, device=self.device).reshape(-1).expand(model_in.shape[0])
-        out = self.denoiser(hidden_states=model_in.to(self.dtype), timestep=timestep,
-                            encoder_hidden_states=embeds, return_dict=False)[0].float()
-        if use_cfg:
-            out_uncond, out_text = out.chunk(2)
-            out = out_uncond + guidance_scale * (out_text - out_uncond)
-        return out
+        return self.denoiser(hidden_states=model_in.to(self.dtype), timestep=timestep,
+                             encoder_hidden_states=embeds, return_dict=False)[0].float()
 
     def attention_layers(self) -> list[str]:
         return [f"blocks.{i}.attn2" for i in range(len(self.denoiser.blocks))]
