@@ -424,14 +424,19 @@ def with_faithfulness(df: pd.DataFrame, score: str | None) -> pd.DataFrame:
     each record's primary faithfulness score; None keeps the records' own."""
     if score is None:
         return df
-    values = [d.get(score) if isinstance(d, dict) else None for d in df["scores_norm"]]
-    ok = df["error"].isna()
-    if not any(v is not None for v, good in zip(values, ok) if good):
+    values = sample_score(df, score)
+    if values[df["error"].isna()].isna().all():
         found = sorted({k for d in df["scores_norm"] if isinstance(d, dict) for k in d})
         raise ValueError(f"faithfulness score {score!r} is in no record; scores found: {found}")
     out = df.copy()
-    out["faithfulness"] = pd.to_numeric(pd.Series(values, index=df.index), errors="coerce")
+    out["faithfulness"] = values
     return out
+
+
+def sample_score(df: pd.DataFrame, score: str) -> pd.Series:
+    """Each record's ``scores_norm[score]`` as a float (NaN where the record lacks it)."""
+    values = [d.get(score) if isinstance(d, dict) else None for d in df["scores_norm"]]
+    return pd.to_numeric(pd.Series(values, index=df.index, dtype=object), errors="coerce")
 
 
 def write_leaderboards(results_dirs: Iterable[Path | str] | Path | str, out_dir: Path | str,

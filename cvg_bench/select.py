@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cvg_bench.leaderboard import load_records
+from cvg_bench.leaderboard import load_records, sample_score
 from cvg_bench.records import atomic_write_text
 
 
@@ -50,8 +50,7 @@ def choose_settings(results_dirs: list[Path], score: str) -> dict[str, Any]:
     df = load_records(results_dirs)
     df = df[df["error"].isna()]
     settings = run_settings(results_dirs)
-    values = [d.get(score) if isinstance(d, dict) else None for d in df["scores_norm"]]
-    df = df.assign(_score=values).dropna(subset=["_score"])
+    df = df.assign(_score=sample_score(df, score)).dropna(subset=["_score"])
     if df.empty:
         raise ValueError(f"no record has score {score!r}")
     out: dict[str, Any] = {"score": score, "sources": [str(p) for p in results_dirs], "methods": {}}
