@@ -131,29 +131,42 @@ def method_costs(cfg: DictConfig, generator, specs, methods: dict[str, dict]) ->
     return out
 
 
+class GuidedStep:
+    """One CVG guided step at the first timestep, from seed 0's initial latents, in parts."""
+
+    def __init__(self, generator, spec, clf_path: Path) -> None:
+        self.generator, self.spec = generator, spec
+        self.clf = CVGClassifier.load(clf_path)
+        self.clf.requires_grad_(False)
+        self.tokens = generator.prompt_tokens(spec)
+        self.selection = self.clf.features.selection(self.tokens)
+        self.t, self.z0 = generator.timesteps()[0], generator.initial_latents(0)
+        self.target = self.clf.label_index(spec.category, spec.label)
+
+    def forward(self, early: bool):
+        """The generator's forward (to the deepest selected layer if ``early``) -> (z, maps)."""
+        z = self.z0.detach().requires_grad_(True)
+        return z, self.generator.capture(z, self.t, self.spec, self.selection, early_exit=early)
+
+    def loss(self, attn) -> torch.Tensor:
+        """Aggregator + backbone + head: -log s_t[y]."""
+        maps, _ = entity_maps(attn, self.tokens, self.clf.features)
+        return -self.clf.log_probs(maps[None], torch.tensor([0]), self.spec.category,
+                                   self.spec.label_set)[0, self.target]
+
+    def update(self, early: bool, eta: float = 0.1) -> torch.Tensor:
+        """forward + loss + backward + the update of z_t."""
+        z, attn = self.forward(early)
+        (grad,) = torch.autograd.grad(self.loss(attn), z)
+        return z - eta * grad
+
+
 def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path) -> dict[str, float]:
     """One CVG guided step, split into its parts, with and without early exit."""
-    clf = CVGClassifier.load(clf_path)
-    clf.requires_grad_(False)
-    tokens = generator.prompt_tokens(spec)
-    selection = clf.features.selection(tokens)
-    t = generator.timesteps()[0]
-    z0 = generator.initial_latents(0)
-    target = clf.label_index(spec.category, spec.label)
+    step = GuidedStep(generator, spec, clf_path)
+    forward, classify, full_step = step.forward, step.loss, step.update
+    t, z0, clf = step.t, step.z0, step.clf
     reps = cfg.repeats
-
-    def forward(early: bool):
-        z = z0.detach().requires_grad_(True)
-        return z, generator.capture(z, t, spec, selection, early_exit=early)
-
-    def classify(attn):
-        maps, _ = entity_maps(attn, tokens, clf.features)
-        return -clf.log_probs(maps[None], torch.tensor([0]), spec.category, spec.label_set)[0, target]
-
-    def full_step(early: bool):
-        z, attn = forward(early)
-        (grad,) = torch.autograd.grad(classify(attn), z)
-        return z - 0.1 * grad
 
     z, attn = forward(True)
     loss = classify(attn)
@@ -205,24 +218,14 @@ def _weights_mb(obj) -> float:
 
 def _step_costs(generator, spec, clf_path: Path, repeats: int) -> dict[str, float]:
     """One plain denoising forward (no grad) and one CVG guided step (early exit)."""
-    clf = CVGClassifier.load(clf_path)
-    clf.requires_grad_(False)
-    tokens = generator.prompt_tokens(spec)
-    selection = clf.features.selection(tokens)
-    t, z0 = generator.timesteps()[0], generator.initial_latents(0)
-    target = clf.label_index(spec.category, spec.label)
+    step = GuidedStep(generator, spec, clf_path)
 
     def plain():
         with torch.no_grad():
-            generator.capture(z0, t, spec, None, early_exit=False)
+            generator.capture(step.z0, step.t, spec, None, early_exit=False)
 
-    def guided():
-        z = z0.detach().requires_grad_(True)
-        maps, _ = entity_maps(generator.capture(z, t, spec, selection, early_exit=True), tokens, clf.features)
-        loss = -clf.log_probs(maps[None], torch.tensor([0]), spec.category, spec.label_set)[0, target]
-        torch.autograd.grad(loss, z)
-
-    return {"plain_forward_s": timed(plain, repeats), "guided_step_s": timed(guided, repeats)}
+    return {"plain_forward_s": timed(plain, repeats),
+            "guided_step_s": timed(lambda: step.update(True), repeats)}
 
 
 def scaling(cfg: DictConfig, spec, out_dir: Path) -> list[dict[str, Any]]:

@@ -35,3 +35,25 @@ def test_peak_memory_of_a_step_is_its_allocation_each_time():
     assert again == pytest.approx(64, rel=0.1)
     assert double == pytest.approx(128, rel=0.1)
     assert idle < 5
+
+
+def test_guided_step_breakdown_parts_and_early_exit_on_a_tiny_random_generator(tmp_path):
+    import torch
+    from omegaconf import OmegaConf
+
+    from cvg_bench.bench import _step_costs, guided_step_breakdown, random_classifier
+    from cvg_bench.generators.tiny import TinyGenerator
+    from cvg_bench.shapes.grammar import parse
+
+    torch.set_num_threads(1)
+    gen = TinyGenerator.random(num_frames=4, height=16, width=16, num_inference_steps=4)  # 4 heads
+    spec = parse("a red circle on the left of a blue square")
+    layers = gen.attention_layers()
+    clf = random_classifier(gen, layers[:1], 1, tmp_path / "clf")
+    out = guided_step_breakdown(OmegaConf.create({"repeats": 1}), gen, spec, clf)
+    assert out["early_exit_maps_identical"] is True
+    assert out["explicit_layers"] == 1 and out["fused_layers"] > 0  # only L is explicit
+    assert 0 < out["forward_early_exit_s"] and 0 < out["guided_step_early_exit_s"]
+    assert out["weights_mb"] > 0 and out["guided_step_peak_mb"] >= 0  # tiny: may fit freed pages
+    costs = _step_costs(gen, spec, clf, 1)
+    assert costs["plain_forward_s"] > 0 and costs["guided_step_s"] > 0
