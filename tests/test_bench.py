@@ -37,15 +37,14 @@ def test_peak_memory_of_a_step_is_its_allocation_each_time():
     assert idle < 5
 
 
+@pytest.mark.usefixtures("torch_one_thread")
 def test_guided_step_breakdown_parts_and_early_exit_on_a_tiny_random_generator(tmp_path):
-    import torch
     from omegaconf import OmegaConf
 
     from cvg_bench.bench import _step_costs, guided_step_breakdown, random_classifier
     from cvg_bench.generators.tiny import TinyGenerator
     from cvg_bench.shapes.grammar import parse
 
-    torch.set_num_threads(1)
     gen = TinyGenerator.random(num_frames=4, height=16, width=16, num_inference_steps=4)  # 4 heads
     spec = parse("a red circle on the left of a blue square")
     layers = gen.attention_layers()

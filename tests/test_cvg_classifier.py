@@ -113,7 +113,8 @@ def test_dual_inversion_closes_the_leakage_gap(tmp_path):
     for dual in (False, True):
         torch.manual_seed(0)
         model = CVGClassifier(FEATS, LABELS, {"name": "none"}, num_layer_heads=2, frames=4)
-        train_classifier(model, train, None, dual=dual, epochs=12, batch_size=16, lr=3e-3)
+        # 20 epochs: at 12, one of 6 (seed, thread count) runs had not converged (0.69 / 0.61)
+        train_classifier(model, train, None, dual=dual, epochs=20, batch_size=16, lr=3e-3)
         results[dual] = (accuracy(model, vpos, vrows)["mean"], accuracy(model, vneg, vrows)["mean"])
     gap = {dual: acc_pos - acc_neg for dual, (acc_pos, acc_neg) in results.items()}
     assert gap[False] >= 0.3, results  # p+ only: the shortcut fails on p- features
