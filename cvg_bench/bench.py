@@ -164,44 +164,41 @@ class GuidedStep:
 def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path) -> dict[str, float]:
     """One CVG guided step, split into its parts, with and without early exit."""
     step = GuidedStep(generator, spec, clf_path)
-    forward, classify, full_step = step.forward, step.loss, step.update
-    t, z0, clf = step.t, step.z0, step.clf
     reps = cfg.repeats
 
-    z, attn = forward(True)
-    loss = classify(attn)
+    attn = step.forward(True)[1]
     out = {
-        "forward_early_exit_s": timed(lambda: forward(True), reps),
-        "forward_full_s": timed(lambda: forward(False), reps),
-        "classifier_s": timed(lambda: classify(attn), reps),
-        "guided_step_early_exit_s": timed(lambda: full_step(True), reps),
-        "guided_step_full_s": timed(lambda: full_step(False), reps),
+        "forward_early_exit_s": timed(lambda: step.forward(True), reps),
+        "forward_full_s": timed(lambda: step.forward(False), reps),
+        "classifier_s": timed(lambda: step.loss(attn), reps),
+        "guided_step_early_exit_s": timed(lambda: step.update(True), reps),
+        "guided_step_full_s": timed(lambda: step.update(False), reps),
     }
     out["backward_s"] = max(out["guided_step_early_exit_s"] - out["forward_early_exit_s"]
                             - out["classifier_s"], 0.0)
-    early_maps = forward(True)[1]
-    full_maps = forward(False)[1]
+    early_maps = step.forward(True)[1]
+    full_maps = step.forward(False)[1]
     out["early_exit_maps_identical"] = all(torch.equal(early_maps.maps[k], full_maps.maps[k])
                                            for k in early_maps.maps)
     out["explicit_layers"] = early_maps.stats.get("explicit_layers")
     out["fused_layers"] = early_maps.stats.get("fused_layers")
-    del loss, z, attn, early_maps, full_maps  # free before measuring memory
+    del attn, early_maps, full_maps  # free before measuring memory
     # A plain sampler step is one classifier-free-guided prediction (batch of 2, no grad); a
     # guided step runs the guidance pass, then that same prediction.
     cond, uncond = generator.encode_prompt(spec), generator.encode_prompt(generator.negative_prompt)
     with torch.no_grad(), peak_rss() as plain_mem:
-        generator.predict(z0, t, cond, uncond, generator.guidance_scale)
+        generator.predict(step.z0, step.t, cond, uncond, generator.guidance_scale)
     with peak_rss() as guided_mem:
-        z_new = full_step(True).detach()
+        z_new = step.update(True).detach()
         with torch.no_grad():
-            generator.predict(z_new, t, cond, uncond, generator.guidance_scale)
+            generator.predict(z_new, step.t, cond, uncond, generator.guidance_scale)
     out["plain_step_peak_mb"] = plain_mem["peak_mb"]
     out["guided_step_peak_mb"] = guided_mem["peak_mb"]
     out["process_base_mb"] = plain_mem["base_mb"]  # weights, code, allocator: paid by both
     out["process_peak_ratio"] = ((plain_mem["base_mb"] + guided_mem["peak_mb"])
                                  / (plain_mem["base_mb"] + plain_mem["peak_mb"]))
     # What an accelerator's allocator would count: weights (generator + classifier) + the step.
-    out["weights_mb"] = _weights_mb(generator) + _weights_mb(clf)
+    out["weights_mb"] = _weights_mb(generator) + _weights_mb(step.clf)
     out["model_peak_ratio"] = ((out["weights_mb"] + guided_mem["peak_mb"])
                                / (out["weights_mb"] + plain_mem["peak_mb"]))
     return out
