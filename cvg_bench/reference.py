@@ -47,7 +47,8 @@ def parse_plan(groups: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _cli(args: list[str], dry_run: bool) -> None:
+def run_cli(args: list[str], dry_run: bool = False) -> None:
+    """Run ``python -m cvg_bench ARGS`` (printed first, so a log shows how to redo a step)."""
     cmd = [sys.executable, "-m", "cvg_bench", *args]
     print("+ python -m cvg_bench " + " ".join(shlex.quote(a) for a in args), flush=True)
     if not dry_run:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tune, heldout = a.work / "tune_seen", a.work / "heldout"
     for method, method_cats in plan.items():
-        _cli(["run", "-m", f"method={method}", f"method.eta={a.etas}",
+        run_cli(["run", "-m", f"method={method}", f"method.eta={a.etas}",
               f"method.guided_steps={a.guided_steps}", "benchmark.split=seen", cats(method_cats),
               f"benchmark.limit={a.tune_limit}", "seeds=[0]", f"results_dir={tune}", *common],
              a.dry_run)
@@ -100,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "chosen_settings.json").write_text(json.dumps(chosen, indent=1) + "\n")
     limit = [f"benchmark.limit={a.limit}"] if a.limit else []
-    _cli(["run", "method=vanilla", "benchmark.split=heldout", cats(every_cat), f"seeds=[{a.seeds}]",
+    run_cli(["run", "method=vanilla", "benchmark.split=heldout", cats(every_cat), f"seeds=[{a.seeds}]",
           f"results_dir={heldout}", *limit, *common], False)
     for method, method_cats in plan.items():
-        _cli(["run", f"method={method}", *chosen["methods"][method]["overrides"],
+        run_cli(["run", f"method={method}", *chosen["methods"][method]["overrides"],
               "benchmark.split=heldout", cats(method_cats), f"seeds=[{a.seeds}]",
               f"results_dir={heldout}", *limit, *common], False)
     reported = _reported_runs(heldout, chosen, list(plan))
