@@ -26,7 +26,8 @@ class CVG(EnergyGuidance):
 
     def __init__(self, classifier: str | None = None, guided_steps: int = 2, eta: float = 0.1,
                  eta_schedule: str = "constant", grad_norm: str = "normalize",
-                 max_grad_norm: float = 1.0, iterations: int = 1) -> None:
+                 max_grad_norm: float = 1.0, iterations: int = 1,
+                 allow_other_generator: bool = False) -> None:
         super().__init__(guided_steps=guided_steps, eta=eta, eta_schedule=eta_schedule,
                          grad_norm=grad_norm, max_grad_norm=max_grad_norm, iterations=iterations)
         self.classifier = CVGClassifier.load(classifier or DEFAULT_CLASSIFIER)
@@ -38,6 +39,7 @@ class CVG(EnergyGuidance):
             raise ValueError(f"guided_steps={guided_steps} needs classifier steps {missing}, but "
                              f"the classifier was trained on T = {list(trained)}")
         self.supported_categories = tuple(self.classifier.label_sets)
+        self.allow_other_generator = allow_other_generator
 
     def prepare(self, generator, spec: PromptSpec) -> dict[str, Any]:
         """(a) K(p) and y; the same T, L, H as at training (checked)."""
@@ -46,10 +48,23 @@ class CVG(EnergyGuidance):
         if features.num_inference_steps != n_steps:
             raise ValueError(f"classifier was trained for a {features.num_inference_steps}-step "
                              f"sampler; the generator samples with {n_steps} steps")
+        self._check_generator(generator)
         self.classifier.to(getattr(generator, "device", "cpu"))  # maps arrive on its device
         tokens = generator.prompt_tokens(spec)
         return {"tokens": tokens, "selection": features.selection(tokens), "spec": spec,
                 "target": self.classifier.label_index(spec.category, spec.label)}
+
+    def _check_generator(self, generator) -> None:
+        """The classifier reads one generator's maps: another generator's (other weights) are
+        out of its training distribution, so using it there is an explicit choice."""
+        trained_on = self.classifier.meta.get("generator")
+        version = generator.version()
+        if trained_on and trained_on != version and not self.allow_other_generator:
+            raise ValueError(
+                f"the CVG classifier was trained on the cross-attention maps of generator "
+                f"{trained_on!r}, not of {version!r}; train one for this generator "
+                "(python -m cvg_bench train component=classifier) or set "
+                "method.allow_other_generator=true")
 
     def energy(self, attn: AttentionMaps, state: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """(b)-(c): L_comp = -log s_t[y], s_t = C(theta_agg(A_t)) over the prompt's Y."""

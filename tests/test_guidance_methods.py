@@ -173,6 +173,23 @@ def test_cvg_refuses_what_its_classifier_was_not_trained_for(gen, cvg_classifier
         method.make_hook(other, parse("a red circle above a blue square"))
 
 
+def test_cvg_refuses_a_generator_its_classifier_was_not_trained_on(gen, tmp_path):
+    features = FeatureSpec(steps=(0,), layers=tuple(gen.attention_layers()), heads=(0, 1),
+                           num_inference_steps=STEPS, map_size=8, max_entities=2)
+    spec = parse("a red circle above a blue square")
+
+    def method_for(trained_on: str, **kw):
+        folder = CVGClassifier(features, {"spatial_relationships": list(spec.label_set)}, {"name": "none"},
+                               num_layer_heads=2, frames=4, meta={"generator": trained_on}
+                               ).save(tmp_path / trained_on.replace(":", "_"))
+        return registry.build("method", {"name": "cvg", "classifier": str(folder), "guided_steps": 1, **kw})
+
+    assert method_for(gen.version()).prepare(gen, spec)["target"] >= 0
+    with pytest.raises(ValueError, match="trained on the cross-attention maps of generator 'tiny:other'"):
+        method_for("tiny:other").prepare(gen, spec)
+    assert method_for("tiny:other", allow_other_generator=True).prepare(gen, spec)["target"] >= 0
+
+
 def test_guided_sample_runs_and_reports(gen, cvg_classifier):
     spec = parse("a red circle above a blue square")
     method = registry.build("method", {"name": "cvg", "classifier": str(cvg_classifier)})
