@@ -78,6 +78,20 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(0, 7))
 
 
+def test_data_workers_render_the_same_batches_in_step_order(tmp_path):
+    """data.num_workers renders ahead in other processes: same batches, same weights."""
+    inline = list(tt.step_batches(Squares(), 2, 7, 3))
+    ahead = list(tt.step_batches(Squares(), 2, 7, 3, num_workers=2))
+    assert [b[0] for b in ahead] == list(range(2, 7))
+    assert all(a[1] == b[1] and np.array_equal(a[2], b[2]) for a, b in zip(inline, ahead))
+    tt.train_tiny_generator(_cfg(tmp_path, "w0", 4, "checkpoint_every=100"), data=Squares())
+    tt.train_tiny_generator(_cfg(tmp_path, "w2", 4, "checkpoint_every=100", "data.num_workers=2"),
+                            data=Squares())
+    a = load_file(tmp_path / "w0" / "ck" / "step_0000004" / "model.safetensors")
+    b = load_file(tmp_path / "w2" / "ck" / "step_0000004" / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
+
+
 def test_config_errors_name_the_bad_key_and_values(tmp_path):
     with pytest.raises(ValueError, match="stepz"):
         tt.load_config(None, ["stepz=3"])

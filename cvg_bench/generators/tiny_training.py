@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -362,9 +362,40 @@ def eval_loss(tr: Trainer, data: DataSource) -> float:
     return float(np.mean(losses))
 
 
-def train_step(tr: Trainer, data: DataSource) -> float:
+class _StepBatches(torch.utils.data.Dataset):
+    """Batch ``i`` is the data of step ``start + i``: worker processes render ahead in step
+    order, and the batches equal those drawn in the training process."""
+
+    def __init__(self, data: DataSource, start: int, stop: int, batch_size: int) -> None:
+        self.data, self.start, self.stop, self.batch_size = data, start, stop, batch_size
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int) -> tuple[int, list[str], np.ndarray]:
+        step = self.start + i
+        return (step, *self.data.batch(step, self.batch_size))
+
+
+def step_batches(data: DataSource, start: int, stop: int, batch_size: int,
+                 num_workers: int = 0) -> Iterator[tuple[int, list[str], np.ndarray]]:
+    """(step, prompts, videos) for steps start..stop-1. ``num_workers`` > 0 renders them in
+    that many processes ahead of the model (a GPU outruns one rendering core)."""
+    if num_workers <= 0:
+        for step in range(start, stop):
+            yield (step, *data.batch(step, batch_size))
+        return
+    loader = torch.utils.data.DataLoader(
+        _StepBatches(data, start, stop, batch_size), batch_size=None, shuffle=False,
+        num_workers=num_workers, prefetch_factor=4, collate_fn=lambda item: item,
+        generator=torch.Generator().manual_seed(0))  # leaves the global RNG (dropout) untouched
+    yield from loader
+
+
+def train_step(tr: Trainer, data: DataSource, batch: tuple[list[str], np.ndarray] | None = None) -> float:
+    """One optimizer step on ``batch`` (default: the data of step ``tr.step``)."""
     cfg = tr.cfg
-    prompts, videos = data.batch(tr.step, int(cfg.batch_size))
+    prompts, videos = batch if batch is not None else data.batch(tr.step, int(cfg.batch_size))
     gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + tr.step)
     for group in tr.optimizer.param_groups:
         group["lr"] = lr_at(cfg, tr.step)
@@ -532,11 +563,24 @@ def train_tiny_generator(cfg: Any = None, data: DataSource | None = None) -> Pat
     bar = tqdm(total=total, initial=min(tr.step, total), desc="tiny generator", dynamic_ncols=True,
                 mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     last_saved = tr.step
+    batches = step_batches(data, tr.step, total, int(cfg.batch_size), int(cfg.data.num_workers))
     try:
         with _StopFlag() as flag:
-            while tr.step < total and not flag.stop:
+            while not flag.stop:
+                try:
+                    step, prompts, videos = next(batches)
+                except StopIteration:
+                    break
+                except Exception:  # a signal to the process group also ends the data workers
+                    if flag.stop:
+                        break
+                    raise
+                if flag.stop:
+                    break
+                if step != tr.step:
+                    raise RuntimeError(f"data of step {step} arrived for training step {tr.step}")
                 t0 = time.perf_counter()
-                loss = train_step(tr, data)
+                loss = train_step(tr, data, (prompts, videos))
                 dt = time.perf_counter() - t0
                 tr.elapsed_s += dt
                 losses.append(loss)
@@ -558,6 +602,7 @@ def train_tiny_generator(cfg: Any = None, data: DataSource | None = None) -> Pat
             if tr.step != last_saved:
                 save_checkpoint(tr, losses)
     finally:
+        batches.close()
         bar.close()
         fh.close()
         _release_lock(root)
