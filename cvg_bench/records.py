@@ -199,6 +199,10 @@ class RunStore:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.root / "manifest.json", manifest)
 
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self.root / "manifest.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def records(self) -> list[SampleRecord]:
         return list(iter_records(self.root))
 

@@ -121,6 +121,7 @@ def run(cfg: DictConfig) -> RunSummary:
                      config_hash(run_identity(cfg)))
     store.check_writable()
     store.remove_stale_temps()
+    _check_same_generator(store, generator.version(), bool(cfg.force))
     versions, commit = library_versions(), git_commit()
     store.write_manifest({
         "run_hash": store.run_hash, "identity": run_identity(cfg),
@@ -146,6 +147,16 @@ def run(cfg: DictConfig) -> RunSummary:
         store.write(record)
         summary.done += 1
     return summary
+
+
+def _check_same_generator(store: RunStore, version: str, force: bool) -> None:
+    """A run folder holds one generator's samples: the same config with other weights (e.g.
+    retrained ones at the same path) must not resume into it and mix the two."""
+    previous = (store.read_manifest() or {}).get("generator_version")
+    if previous and previous != version and not force and any(store.samples_dir.glob("*.json")):
+        raise ValueError(
+            f"{store.root} holds samples of generator {previous!r}, but the generator is now "
+            f"{version!r}; use another results_dir, or force=true to recompute them")
 
 
 def _generate_and_score(record: SampleRecord, store: RunStore, generator, method,

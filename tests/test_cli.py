@@ -70,6 +70,20 @@ def test_run_writes_records_then_skips_them(tmp_path):
     assert "samples done: 2" in forced.stdout
 
 
+def test_run_refuses_to_mix_two_generator_versions(tmp_path):
+    """Same config, other weights (as after retraining at the same path): no silent resume."""
+    results = tmp_path / "res"
+    assert cli(*quick_run_args(results, "seeds=[0]"), cwd=tmp_path).returncode == 0
+    manifest = next(results.glob("shapes/*/manifest.json"))
+    info = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**info, "generator_version": "dummy-older-weights"}))
+    out = cli(*quick_run_args(results, "seeds=[0]"), cwd=tmp_path)
+    assert out.returncode != 0 and "holds samples of generator 'dummy-older-weights'" in out.stderr
+    forced = cli(*quick_run_args(results, "seeds=[0]", "force=true"), cwd=tmp_path)
+    assert forced.returncode == 0 and "samples done: 2" in forced.stdout
+    assert json.loads(manifest.read_text())["generator_version"] == info["generator_version"]
+
+
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     results = tmp_path / "res"
     args = ["run", "method=vanilla", "generator=dummy", "generator.delay_s=0.4",
