@@ -79,3 +79,9 @@ def test_end_to_end_on_a_random_generator(tmp_path, capsys):
     assert {c["check"] for c in result["checks"]} >= {"seen: valid videos", "seen: composition"}
     assert "| seen | spatial_relationships | 2 |" in (out / "quality.md").read_text()
     assert "NOT met" in capsys.readouterr().out  # random weights are far from the bar
+
+
+def test_unknown_split_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        qb.main(["--splits", "seen,train", "--report-only"])
+    assert "--splits has ['train']; accepted: seen, heldout" in capsys.readouterr().err
