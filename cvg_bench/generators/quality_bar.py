@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cvg_bench.leaderboard import load_records
+from cvg_bench.leaderboard import load_records, sample_score
 from cvg_bench.reference import run_cli
 from cvg_bench.shapes.oracle import FRAME_FRACTION, MOVE
 
@@ -61,13 +61,11 @@ def sample_frame(records: pd.DataFrame) -> pd.DataFrame:
     missing = sorted({"split", "category"} - set(ok.columns))
     if missing:
         raise ValueError(f"records lack field(s) {missing}")
-    scores = ok["scores_norm"]
     out = pd.DataFrame({"split": ok["split"], "category": ok["category"],
                         "validity": ok["validity"].astype(float)})
     out["valid_video"] = (out["validity"] >= VALID_VIDEO).astype(float)
     for name in ("oracle/relation", "oracle/pass"):
-        out[name] = [float(s[name]) if isinstance(s, dict) and s.get(name) is not None else math.nan
-                     for s in scores]
+        out[name] = sample_score(ok, name)
     if out[["validity", "oracle/relation", "oracle/pass"]].isna().any().any():
         raise ValueError("some records have no oracle scores: run the evaluation with scorer=[oracle]")
     out["moving"] = [_moving_share(c, d) for c, d in zip(ok["category"], ok.get("details", [None] * len(ok)))]
