@@ -81,6 +81,23 @@ def test_end_to_end_on_a_random_generator(tmp_path, capsys):
     assert "NOT met" in capsys.readouterr().out  # random weights are far from the bar
 
 
+def test_jobs_split_the_prompts_across_processes(tmp_path, capsys):
+    """--jobs 2: two shard processes fill one run folder with every (prompt, seed) once."""
+    folder = tmp_path / "weights"
+    TinyGenerator.random(TEST_CONFIG, seed=0).pipe.save_pretrained(folder, safe_serialization=True)
+    small = ["generator.num_frames=4", "generator.height=16", "generator.width=16",
+             "generator.num_inference_steps=2", "benchmark.categories=[spatial_relationships]"]
+    argv = ["--path", str(folder), "--out", str(tmp_path / "q"), "--limit", "3", "--seeds", "0",
+            "--splits", "seen", "--jobs", "2"]
+    assert qb.main(argv + [a for s in small for a in ("--set", s)]) == 0
+    assert "benchmark.shard=1" in capsys.readouterr().out
+    records = qb.load_records(tmp_path / "q" / "runs")
+    assert sorted(records["prompt_id"]) == [f"spatial_relationships-00{i}" for i in range(3)]
+    assert len(list((tmp_path / "q" / "runs" / "shapes").iterdir())) == 1  # one run folder
+    with pytest.raises(SystemExit):
+        qb.main(["--jobs", "0"])
+
+
 def test_unknown_split_is_refused(capsys):
     with pytest.raises(SystemExit):
         qb.main(["--splits", "seen,train", "--report-only"])

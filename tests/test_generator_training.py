@@ -114,3 +114,20 @@ def test_shapes_data_source_draws_seen_prompts():
     again, _ = data.batch(3, 5)
     assert again == prompts
     assert {"red", "circle", "left", "above"} <= data.vocabulary()
+
+
+def test_export_lists_every_resumed_run_and_warns_of_an_lr_jump(tmp_path, capsys):
+    """A model trained over resumed runs with other keys keeps each command; a resumed run
+    whose schedule keys differ from the last one's (lr jumps) is warned about."""
+    tt.train_tiny_generator(_cfg(tmp_path, "s", 3, "checkpoint_every=100"), data=Squares())
+    assert "warning" not in capsys.readouterr().err
+    out = tt.train_tiny_generator(_cfg(tmp_path, "s", 5, "checkpoint_every=100", "lr=1e-4"), data=Squares())
+    assert "resuming at step 3 with lr 0.0001" in capsys.readouterr().err
+    info = json.loads((out / "TRAINING.json").read_text())
+    assert [s["start_step"] for s in info["segments"]] == [0, 3]
+    assert "lr=0.0001" in info["segments"][1]["overrides"]
+    assert "lr=0.003" in info["segments"][0]["overrides"] and "steps=3" in info["segments"][0]["overrides"]
+    text = (out / "TRAINING.md").read_text()
+    assert "steps 0-3" in text and "steps 3-5" in text
+    again = tt.train_tiny_generator(_cfg(tmp_path, "s", 5, "export_only=true", "lr=1e-4"), data=Squares())
+    assert len(json.loads((again / "TRAINING.json").read_text())["segments"]) == 2

@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -167,6 +169,22 @@ def write_report(records_dir: Path, out: Path, command: str) -> dict[str, Any]:
     return result
 
 
+def run_shards(args: list[str], jobs: int) -> None:
+    """``python -m cvg_bench ARGS`` as ``jobs`` processes at once, shard i of ``jobs`` each, one
+    torch thread each (small models use threads poorly). They share one run folder: its
+    records and manifest are written atomically. A failed shard fails the whole."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = []
+    for shard in range(jobs):
+        shard_args = [*args, f"benchmark.num_shards={jobs}", f"benchmark.shard={shard}"]
+        print("+ python -m cvg_bench " + " ".join(shlex.quote(x) for x in shard_args), flush=True)
+        procs.append(subprocess.Popen([sys.executable, "-m", "cvg_bench", *shard_args], env=env))
+    failed = [i for i, proc in enumerate(procs) if proc.wait() != 0]
+    if failed:
+        raise RuntimeError(f"shards {failed} of {jobs} failed (their output is above); re-running "
+                           "the same command resumes every shard")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--path", default=None, help="saved tiny pipeline folder (default: the shipped weights)")
@@ -180,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra run overrides, e.g. generator.guidance_scale=3 (repeatable)")
     p.add_argument("--splits", default=",".join(SPLITS), help="which splits to run (a quick look: seen)")
     p.add_argument("--report-only", action="store_true", help="tabulate existing records only")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes per split, each on its shard of the prompts with one torch thread "
+                        "(e.g. one per core)")
     a = p.parse_args(argv)
     path = [f"generator.path={a.path}"] if a.path else []
     work = a.work or a.out / "runs"
@@ -187,10 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(splits) - set(SPLITS))
     if bad:
         p.error(f"--splits has {bad}; accepted: {', '.join(SPLITS)}")
+    if a.jobs < 1:
+        p.error(f"--jobs={a.jobs}; give 1 or more")
     for split in splits if not a.report_only else ():  # --limit counts per split
-        run_cli(["run", "method=vanilla", "generator=tiny", *path, "benchmark=shapes",
-                 f"benchmark.split={split}", f"benchmark.limit={a.limit}", f"seeds=[{a.seeds}]",
-                 f"results_dir={work}", "scorer=[oracle]", "leaderboard=false", *a.set])
+        args = ["run", "method=vanilla", "generator=tiny", *path, "benchmark=shapes",
+                f"benchmark.split={split}", f"benchmark.limit={a.limit}", f"seeds=[{a.seeds}]",
+                f"results_dir={work}", "scorer=[oracle]", "leaderboard=false", *a.set]
+        if a.jobs == 1:
+            run_cli(args)
+        else:
+            run_shards(args, a.jobs)
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m cvg_bench.generators.quality_bar", *map(shlex.quote, given)])
     write_report(work, a.out, command)

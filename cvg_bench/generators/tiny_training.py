@@ -475,6 +475,7 @@ def export(tr: Trainer, losses: list[float]) -> Path:
         "final_loss_mean_last_100": final_loss, "final_eval_loss": _last_eval(Path(cfg.checkpoint_dir)), "weights": "EMA",
         "config": OmegaConf.to_container(cfg, resolve=True),
         "torch": torch.__version__, "device": str(tr.device),
+        "segments": [{k: v for k, v in seg.items() if k != "config"} for seg in read_segments(Path(cfg.checkpoint_dir))],
     }
     (tmp / "TRAINING.json").write_text(json.dumps(record, indent=1))
     (tmp / "TRAINING.md").write_text(_training_md(record))
@@ -484,6 +485,58 @@ def export(tr: Trainer, losses: list[float]) -> Path:
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def record_segment(root: Path, cfg: DictConfig, start_step: int) -> list[dict[str, Any]]:
+    """Append this run to ``root/segments.jsonl`` (its start step, command and config): a model
+    trained over several resumed runs, perhaps with other keys each time, keeps every
+    command in its TRAINING.json. A segment whose steps are redone (killed before its first
+    checkpoint) is dropped."""
+    segments = [s for s in read_segments(root) if int(s["start_step"]) < start_step]
+    segments.append({"start_step": start_step, "command": _command_line(),
+                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "overrides": _overrides(cfg), "config": OmegaConf.to_container(cfg, resolve=True)})
+    _atomic_write_text(root / "segments.jsonl", "".join(json.dumps(s) + "\n" for s in segments))
+    return segments
+
+
+def _overrides(cfg: DictConfig) -> list[str]:
+    """``key=value`` for every key that differs from configs/component/generator.yaml."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix[:-1]: d}
+        return {k: v for key, val in d.items() for k, v in flat(val, f"{prefix}{key}.").items()} or {prefix[:-1]: {}}
+    base = flat(OmegaConf.to_container(default_config(), resolve=True))
+    mine = flat(OmegaConf.to_container(cfg, resolve=True))
+    return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in mine.items()
+            if base.get(k, object()) != v]
+
+
+def read_segments(root: Path) -> list[dict[str, Any]]:
+    path = root.expanduser() / "segments.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _lr_jump_warning(cfg: DictConfig, step: int, last_lr: float | None) -> str | None:
+    """A resumed run whose lr differs from the last logged one by > 1.5x was probably started
+    without the previous run's schedule keys (steps, lr, lr_schedule)."""
+    if last_lr is None or last_lr <= 0 or step == 0:
+        return None
+    now = lr_at(cfg, step)
+    if max(now / last_lr, last_lr / now) <= 1.5:
+        return None
+    return (f"warning: resuming at step {step} with lr {now:.3g}, but the last logged lr was {last_lr:.3g} "
+            f"(lr={cfg.lr}, lr_schedule={cfg.lr_schedule}, steps={cfg.steps}); pass the previous run's "
+            "schedule keys to continue its schedule")
+
+
+def _last_logged_lr(root: Path) -> float | None:
+    path = root / "loss.csv"
+    if not path.is_file():
+        return None
+    with path.open() as fh:
+        lrs = [float(r["lr"]) for r in csv.DictReader(fh) if r.get("lr")]
+    return lrs[-1] if lrs else None
 
 
 def _last_eval(root: Path) -> float | None:
@@ -513,8 +566,18 @@ def _training_md(r: dict[str, Any]) -> str:
         f"- eval loss (fixed batches, noise and timesteps): {r['final_eval_loss']}\n"
         f"- final loss (mean of the last 100 steps, {r['config']['model'].get('scheduler', {}).get('prediction_type', 'v_prediction')} target): {loss}\n"
         f"- weights: EMA (decay {r['config']['ema_decay']})\n- torch {r['torch']}\n\n"
-        "Full configuration: TRAINING.json.\n"
+        + _segments_md(r.get("segments", []), r["steps"])
+        + "Full configuration: TRAINING.json.\n"
     )
+
+
+def _segments_md(segments: list[dict[str, Any]], steps: int) -> str:
+    if not segments:
+        return ""
+    ends = [int(s["start_step"]) for s in segments[1:]] + [steps]
+    lines = [f"- steps {int(s['start_step']):,}-{end:,} ({s['started_at']}): `{s['command']}`"
+             for s, end in zip(segments, ends)]
+    return "Runs (recorded in the checkpoint folder's segments.jsonl):\n\n" + "\n".join(lines) + "\n\n"
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -551,12 +614,17 @@ def train_tiny_generator(cfg: Any = None, data: DataSource | None = None) -> Pat
     data = data or make_data_source(cfg)
     tr = build_trainer(cfg, data)
     root = _ckpt_root(cfg)
-    fh, log, losses = _open_log(root, tr.step)
+    fh, log, losses = _open_log(root, tr.step)  # drops rows past the checkpoint
+    last_lr = _last_logged_lr(root)
     total = int(cfg.steps)
     if cfg.export_only:
         fh.close()
         _release_lock(root)
         return export(tr, losses)
+    record_segment(root, cfg, tr.step)
+    warning = _lr_jump_warning(cfg, tr.step, last_lr)
+    if warning:
+        print(warning, file=sys.stderr)
     if tr.step == 0 and cfg.eval_every:
         log.writerow({"step": 0, "eval_loss": f"{eval_loss(tr, data):.6f}"})
         fh.flush()
