@@ -131,3 +131,6 @@ def test_export_lists_every_resumed_run_and_warns_of_an_lr_jump(tmp_path, capsys
     assert "steps 0-3" in text and "steps 3-5" in text
     again = tt.train_tiny_generator(_cfg(tmp_path, "s", 5, "export_only=true", "lr=1e-4"), data=Squares())
     assert len(json.loads((again / "TRAINING.json").read_text())["segments"]) == 2
+    tt.train_tiny_generator(_cfg(tmp_path, "s", 5, "checkpoint_every=100", "lr=1e-4"), data=Squares())
+    assert len(tt.read_segments(tmp_path / "s" / "ck")) == 2  # nothing left to train: no new run
+    assert "earlier runs" in tt._segments_md([{"start_step": 7, "started_at": "t", "command": "c"}], 9)

@@ -577,6 +577,9 @@ def _segments_md(segments: list[dict[str, Any]], steps: int) -> str:
     ends = [int(s["start_step"]) for s in segments[1:]] + [steps]
     lines = [f"- steps {int(s['start_step']):,}-{end:,} ({s['started_at']}): `{s['command']}`"
              for s, end in zip(segments, ends)]
+    first = int(segments[0]["start_step"])
+    if first > 0:
+        lines.insert(0, f"- steps 0-{first:,}: earlier runs, from before this record was kept")
     return "Runs (recorded in the checkpoint folder's segments.jsonl):\n\n" + "\n".join(lines) + "\n\n"
 
 
@@ -621,7 +624,8 @@ def train_tiny_generator(cfg: Any = None, data: DataSource | None = None) -> Pat
         fh.close()
         _release_lock(root)
         return export(tr, losses)
-    record_segment(root, cfg, tr.step)
+    if tr.step < total:
+        record_segment(root, cfg, tr.step)
     warning = _lr_jump_warning(cfg, tr.step, last_lr)
     if warning:
         print(warning, file=sys.stderr)
