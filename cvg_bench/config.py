@@ -11,6 +11,15 @@ from omegaconf import MISSING
 CONFIG_MODULE = "cvg_bench.configs"
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
 @dataclass
 class RunConfig:
     method: Any = MISSING

@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     tune, heldout = a.work / "tune_seen", a.work / "heldout"
     for method, method_cats in plan.items():
         run_cli(["run", "-m", f"method={method}", f"method.eta={a.etas}",
-              f"method.guided_steps={a.guided_steps}", "benchmark.split=seen", cats(method_cats),
-              f"benchmark.limit={a.tune_limit}", "seeds=[0]", f"results_dir={tune}", *common],
-             a.dry_run)
+                 f"method.guided_steps={a.guided_steps}", "benchmark.split=seen", cats(method_cats),
+                 f"benchmark.limit={a.tune_limit}", "seeds=[0]", f"results_dir={tune}", *common],
+                a.dry_run)
     if a.dry_run:
         return 0
     chosen = choose_settings([tune], a.score)
@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "chosen_settings.json").write_text(json.dumps(chosen, indent=1) + "\n")
     limit = [f"benchmark.limit={a.limit}"] if a.limit else []
     run_cli(["run", "method=vanilla", "benchmark.split=heldout", cats(every_cat), f"seeds=[{a.seeds}]",
-          f"results_dir={heldout}", *limit, *common], False)
+             f"results_dir={heldout}", *limit, *common], False)
     for method, method_cats in plan.items():
         run_cli(["run", f"method={method}", *chosen["methods"][method]["overrides"],
-              "benchmark.split=heldout", cats(method_cats), f"seeds=[{a.seeds}]",
-              f"results_dir={heldout}", *limit, *common], False)
+                 "benchmark.split=heldout", cats(method_cats), f"seeds=[{a.seeds}]",
+                 f"results_dir={heldout}", *limit, *common], False)
     reported = _reported_runs(heldout, chosen, list(plan))
     for score, stem in (("oracle/relation", "shapes_heldout"), ("oracle/pass", "shapes_heldout_pass")):
         out = a.work / f"leaderboard_{stem}"

@@ -19,16 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cvg_bench.config import flatten
 from cvg_bench.leaderboard import load_records, sample_score
 from cvg_bench.records import atomic_write_text
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
 
 
 def run_settings(results_dirs: list[Path]) -> dict[str, dict[str, Any]]:
@@ -37,7 +30,7 @@ def run_settings(results_dirs: list[Path]) -> dict[str, dict[str, Any]]:
     for root in results_dirs:
         for manifest in Path(root).rglob("manifest.json"):
             m = json.loads(manifest.read_text())
-            out[m["run_hash"]] = _flat(m["identity"]["method"])
+            out[m["run_hash"]] = flatten(m["identity"]["method"])
     return out
 
 

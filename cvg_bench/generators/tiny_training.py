@@ -472,7 +472,7 @@ def export(tr: Trainer, losses: list[float]) -> Path:
     record = {
         "command": _command_line(),
         "seed": int(cfg.seed), "steps": tr.step, "minutes": round(tr.elapsed_s / 60, 1),
-        "final_loss_mean_last_100": final_loss, "final_eval_loss": _last_eval(Path(cfg.checkpoint_dir)), "weights": "EMA",
+        "final_loss_mean_last_100": final_loss, "final_eval_loss": _last_logged(Path(cfg.checkpoint_dir), "eval_loss"), "weights": "EMA",
         "config": OmegaConf.to_container(cfg, resolve=True),
         "torch": torch.__version__, "device": str(tr.device),
         "segments": [{k: v for k, v in seg.items() if k != "config"} for seg in read_segments(Path(cfg.checkpoint_dir))],
@@ -502,12 +502,10 @@ def record_segment(root: Path, cfg: DictConfig, start_step: int) -> list[dict[st
 
 def _overrides(cfg: DictConfig) -> list[str]:
     """``key=value`` for every key that differs from configs/component/generator.yaml."""
-    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(d, dict):
-            return {prefix[:-1]: d}
-        return {k: v for key, val in d.items() for k, v in flat(val, f"{prefix}{key}.").items()} or {prefix[:-1]: {}}
-    base = flat(OmegaConf.to_container(default_config(), resolve=True))
-    mine = flat(OmegaConf.to_container(cfg, resolve=True))
+    from cvg_bench.config import flatten
+
+    base = flatten(OmegaConf.to_container(default_config(), resolve=True))
+    mine = flatten(OmegaConf.to_container(cfg, resolve=True))
     return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in mine.items()
             if base.get(k, object()) != v]
 
@@ -530,21 +528,13 @@ def _lr_jump_warning(cfg: DictConfig, step: int, last_lr: float | None) -> str |
             "schedule keys to continue its schedule")
 
 
-def _last_logged_lr(root: Path) -> float | None:
-    path = root / "loss.csv"
-    if not path.is_file():
-        return None
-    with path.open() as fh:
-        lrs = [float(r["lr"]) for r in csv.DictReader(fh) if r.get("lr")]
-    return lrs[-1] if lrs else None
-
-
-def _last_eval(root: Path) -> float | None:
+def _last_logged(root: Path, column: str) -> float | None:
+    """The last value of ``column`` in ``root/loss.csv`` (rows leave columns empty)."""
     path = root.expanduser() / "loss.csv"
     if not path.is_file():
         return None
     with path.open() as fh:
-        vals = [float(r["eval_loss"]) for r in csv.DictReader(fh) if r.get("eval_loss")]
+        vals = [float(r[column]) for r in csv.DictReader(fh) if r.get(column)]
     return vals[-1] if vals else None
 
 
@@ -618,7 +608,7 @@ def train_tiny_generator(cfg: Any = None, data: DataSource | None = None) -> Pat
     tr = build_trainer(cfg, data)
     root = _ckpt_root(cfg)
     fh, log, losses = _open_log(root, tr.step)  # drops rows past the checkpoint
-    last_lr = _last_logged_lr(root)
+    last_lr = _last_logged(root, "lr")
     total = int(cfg.steps)
     if cfg.export_only:
         fh.close()
