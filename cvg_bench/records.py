@@ -160,9 +160,10 @@ class RunStore:
         try:
             self.samples_dir.mkdir(parents=True, exist_ok=True)
             self.videos_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write_probe"
-            probe.write_text("ok")
-            probe.unlink()
+            # A probe of its own: shards of one run check this folder at the same moment.
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".write_probe.")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             raise PermissionError(
                 f"cannot write results to {self.root} ({exc.strerror or exc}); "

@@ -70,3 +70,17 @@ def test_unwritable_results_dir_fails_clearly(tmp_path):
     store = RunStore(blocker / "sub", "bench", "m", "g", "abc")
     with pytest.raises(PermissionError, match="cannot write results to .*results_dir="):
         store.check_writable()
+
+
+def test_concurrent_writers_can_all_check_the_same_run_folder(tmp_path):
+    # Shards of one run (quality_bar --jobs, SLURM array tasks) check the same folder at once;
+    # a shared probe file name let one writer delete another's probe mid-check.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(_: int) -> None:
+        for _ in range(200):
+            RunStore(tmp_path, "bench", "m", "g", "abc").check_writable()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, range(8)))
+    assert not [p for p in RunStore(tmp_path, "bench", "m", "g", "abc").root.iterdir() if p.is_file()]
