@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from cvg_bench.config import flatten
 from cvg_bench.generators.tiny import build_tiny_pipeline, load_tiny_pipeline
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent.parent / "configs" / "component" / "generator.yaml"
@@ -502,8 +503,6 @@ def record_segment(root: Path, cfg: DictConfig, start_step: int) -> list[dict[st
 
 def _overrides(cfg: DictConfig) -> list[str]:
     """``key=value`` for every key that differs from configs/component/generator.yaml."""
-    from cvg_bench.config import flatten
-
     base = flatten(OmegaConf.to_container(default_config(), resolve=True))
     mine = flatten(OmegaConf.to_container(cfg, resolve=True))
     return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in mine.items()
