@@ -134,3 +134,60 @@ def test_export_lists_every_resumed_run_and_warns_of_an_lr_jump(tmp_path, capsys
     tt.train_tiny_generator(_cfg(tmp_path, "s", 5, "checkpoint_every=100", "lr=1e-4"), data=Squares())
     assert len(tt.read_segments(tmp_path / "s" / "ck")) == 2  # nothing left to train: no new run
     assert "earlier runs" in tt._segments_md([{"start_step": 7, "started_at": "t", "command": "c"}], 9)
+
+
+def test_warm_start_adds_position_to_a_trained_model(tmp_path):
+    """init_from: a new run starts from a saved pipeline's weights; the zero-initialised
+    position projection is the only new parameter, so step 0 computes the source's function."""
+    import torch
+
+    from cvg_bench.generators.positional_unet3d import PositionalUNet3DConditionModel
+    from cvg_bench.generators.tiny import load_tiny_pipeline
+
+    source = tt.train_tiny_generator(_cfg(tmp_path, "src", 2, "checkpoint_every=100"), data=Squares())
+    cfg = _cfg(tmp_path, "pos", 0, f"init_from={source}", "model.position_frequencies=2")
+    tr = tt.build_trainer(cfg, Squares())
+    tt._release_lock(tmp_path / "pos" / "ck")
+    assert isinstance(tr.pipe.unet, PositionalUNet3DConditionModel)
+    tr.pipe.unet.eval()  # UNet3D's temporal convolutions have dropout in train mode
+    tr.pipe.text_encoder.eval()
+    src = load_tiny_pipeline(source)
+    x, ids = torch.randn(1, 12, 4, 8, 8), src.tokenizer(["a red square"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        e_src, e_new = src.text_encoder(ids)[0], tr.pipe.text_encoder(ids)[0]
+        assert torch.equal(e_src, e_new)
+        assert torch.equal(src.unet(x, 7, e_src).sample, tr.pipe.unet(x, 7, e_new).sample)
+    assert json.loads((tmp_path / "pos" / "ck" / "run.json").read_text())["init_from"] == str(source)
+    out = tt.train_tiny_generator(_cfg(tmp_path, "pos", 2, f"init_from={source}", "model.position_frequencies=2"),
+                                  data=Squares())
+    assert isinstance(load_tiny_pipeline(out).unet, PositionalUNet3DConditionModel)
+    with pytest.raises(ValueError, match="UNet weights do not match"):
+        tt.build_trainer(_cfg(tmp_path, "wide", 0, f"init_from={source}", "model.unet.layers_per_block=2"), Squares())
+
+
+def test_high_noise_share_redraws_timesteps_and_zero_keeps_old_draws():
+    import torch
+
+    def gen():
+        return torch.Generator().manual_seed(3)
+
+    assert torch.equal(tt.draw_timesteps(gen(), 64, 1000), torch.randint(0, 1000, (64,), generator=gen()))
+    assert (tt.draw_timesteps(gen(), 64, 1000, high_share=1.0, high_min_t=900) >= 900).all()
+    half = tt.draw_timesteps(gen(), 4000, 1000, high_share=0.5, high_min_t=600)
+    assert 0.66 < float((half >= 600).float().mean()) < 0.74  # 0.5 + 0.5 * 0.4
+    with pytest.raises(ValueError, match="high_noise_min_t=1000"):
+        tt.draw_timesteps(gen(), 4, 1000, high_share=0.5, high_min_t=1000)
+
+
+def test_position_projection_gets_its_own_learning_rate(tmp_path):
+    plain = tt.build_trainer(_cfg(tmp_path, "p", 0), Squares())
+    tt._release_lock(tmp_path / "p" / "ck")
+    assert len(plain.optimizer.param_groups) == 1  # saved optimizer states of plain models still load
+    cfg = _cfg(tmp_path, "q", 1, "model.position_frequencies=2", "position_lr_scale=10", "warmup_steps=0")
+    tr = tt.build_trainer(cfg, Squares())
+    tt._release_lock(tmp_path / "q" / "ck")
+    tt.train_step(tr, Squares())
+    base, position = tr.optimizer.param_groups
+    assert [p.shape for p in position["params"]] == [tr.pipe.unet.position_proj.weight.shape,
+                                                     tr.pipe.unet.position_proj.bias.shape]
+    assert position["lr"] == pytest.approx(10 * base["lr"]) and base["lr"] == pytest.approx(3e-3)

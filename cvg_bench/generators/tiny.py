@@ -15,6 +15,7 @@ made by :mod:`cvg_bench.generators.tiny_training`.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -24,6 +25,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from cvg_bench.generators.pixel_fold import PixelFoldVAE
+from cvg_bench.generators.positional_unet3d import PositionalUNet3DConditionModel
 from cvg_bench.generators.unet3d import UNet3DGenerator, folder_fingerprint, import_t2v_pipeline
 from cvg_bench.registry import register
 
@@ -52,6 +54,9 @@ passing passes meets meeting approaches approaching touches touching side
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "max_length": 32,
+    # > 0: PositionalUNet3DConditionModel, sin/cos of (x, y, frame) at this many octaves added
+    # after conv_in (the plain UNet3D ignores layout and direction words; see its docstring)
+    "position_frequencies": 0,
     "unet": {
         "sample_size": 16,
         "in_channels": 12,
@@ -143,7 +148,11 @@ def build_tiny_pipeline(
             f"unet.cross_attention_dim={unet_cfg['cross_attention_dim']} must equal "
             f"text_encoder.hidden_size={text_config.hidden_size}"
         )
-    unet = UNet3DConditionModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in unet_cfg.items()})
+    unet_cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in unet_cfg.items()}
+    if cfg["position_frequencies"]:
+        unet = PositionalUNet3DConditionModel(position_frequencies=int(cfg["position_frequencies"]), **unet_cfg)
+    else:
+        unet = UNet3DConditionModel(**unet_cfg)
     vae = PixelFoldVAE(in_channels=3, factor=2, block_out_channels=(1, 1))
     if unet.config.in_channels != vae.latent_channels:
         raise ValueError(f"unet.in_channels={unet.config.in_channels} must be {vae.latent_channels} (3 x 2 x 2 folded pixels)")
@@ -161,9 +170,14 @@ def load_tiny_pipeline(path: str | Path) -> Any:
             f"Train them with: {TRAIN_COMMAND}; or point `generator.path` at a saved pipeline folder."
         )
     pipeline_cls = import_t2v_pipeline()
-    # the VAE is ours: load it explicitly rather than relying on custom-class resolution
+    # the VAE (and a positional UNet) are ours: load them explicitly rather than relying on
+    # diffusers' custom-class resolution
     vae = PixelFoldVAE.from_pretrained(path / "vae")
-    return pipeline_cls.from_pretrained(path, vae=vae, torch_dtype=torch.float32)
+    extra = {}
+    unet_class = json.loads((path / "unet" / "config.json").read_text()).get("_class_name")
+    if unet_class == PositionalUNet3DConditionModel.__name__:
+        extra["unet"] = PositionalUNet3DConditionModel.from_pretrained(path / "unet")
+    return pipeline_cls.from_pretrained(path, vae=vae, torch_dtype=torch.float32, **extra)
 
 
 def resolve_path(path: str | Path | None) -> Path:

@@ -230,12 +230,32 @@ def _init_pipeline(cfg: DictConfig, data: DataSource) -> Any:
         return load_tiny_pipeline(init)
     words = data.vocabulary()
     pipe = build_tiny_pipeline(model_cfg, words=sorted(words), seed=int(cfg.seed))
+    if cfg.init_from:
+        warm_start(pipe, Path(cfg.init_from).expanduser())
     tmp = root / f".init.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
-    _atomic_write_text(root / "run.json", json.dumps({"model": model_cfg, "vocab_size": len(pipe.tokenizer)}, indent=1))
+    _atomic_write_text(root / "run.json", json.dumps({"model": model_cfg, "vocab_size": len(pipe.tokenizer),
+                                                      "init_from": cfg.init_from}, indent=1))
     os.replace(tmp, init)
     return pipe
+
+
+def warm_start(pipe: Any, folder: Path) -> None:
+    """Copy a saved tiny pipeline's weights into ``pipe`` (same vocabulary and layers). Only
+    parameters the source lacks and that start at zero may stay new (``position_proj``)."""
+    src = load_tiny_pipeline(folder)
+    if src.tokenizer.get_vocab() != pipe.tokenizer.get_vocab():
+        raise ValueError(f"init_from={folder}: its tokenizer vocabulary differs from this run's")
+    pipe.text_encoder.load_state_dict(src.text_encoder.state_dict(), strict=True)
+    mine, theirs = pipe.unet.state_dict(), src.unet.state_dict()
+    new = sorted(k for k in set(mine) - set(theirs) if not k.startswith("position_proj."))
+    unexpected = sorted(set(theirs) - set(mine))
+    reshaped = sorted(k for k in set(mine) & set(theirs) if mine[k].shape != theirs[k].shape)
+    if new or unexpected or reshaped:
+        raise ValueError(f"init_from={folder}: UNet weights do not match this model (missing {new[:5]}, "
+                         f"unexpected {unexpected[:5]}, other shapes {reshaped[:5]}); only position_proj.* may be new")
+    pipe.unet.load_state_dict(theirs, strict=False)
 
 
 def _take_lock(root: Path) -> None:
@@ -260,6 +280,17 @@ def _release_lock(root: Path) -> None:
         lock.unlink()
 
 
+def param_groups(pipe: Any, cfg: DictConfig) -> list[dict[str, Any]]:
+    """AdamW groups, each with its ``lr_scale``: a positional UNet's ``position_proj`` gets
+    ``position_lr_scale`` (warm-started from zero, it has the most to learn); the rest 1."""
+    position = [p for n, p in pipe.unet.named_parameters() if n.startswith("position_proj.")]
+    rest = [p for n, p in pipe.unet.named_parameters() if not n.startswith("position_proj.")]
+    groups = [{"params": [*rest, *pipe.text_encoder.parameters()], "lr_scale": 1.0}]
+    if position:  # plain models keep one group, so their saved optimizer states still load
+        groups.append({"params": position, "lr_scale": float(cfg.position_lr_scale)})
+    return groups
+
+
 def build_trainer(cfg: DictConfig, data: DataSource) -> Trainer:
     from diffusers.training_utils import EMAModel
 
@@ -273,7 +304,7 @@ def build_trainer(cfg: DictConfig, data: DataSource) -> Trainer:
     pipe.unet.to(device).train()
     pipe.text_encoder.to(device).train()
     params = [*pipe.unet.parameters(), *pipe.text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
+    optimizer = torch.optim.AdamW(param_groups(pipe, cfg), lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
     ema = EMAModel(params, decay=float(cfg.ema_decay), use_ema_warmup=True, power=0.75)
     tr = Trainer(cfg, pipe, optimizer, ema, step=0, elapsed_s=0.0, device=device)
     ckpt = latest_checkpoint(root)
@@ -317,8 +348,22 @@ def videos_to_latents(pipe: Any, videos: np.ndarray, device: torch.device) -> to
     return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
+def draw_timesteps(gen: torch.Generator, batch: int, num_t: int, high_share: float = 0.0,
+                   high_min_t: int = 600) -> torch.Tensor:
+    """Uniform training timesteps, a ``high_share`` of them redrawn from [high_min_t, num_t):
+    layout and motion are set in the first, noisiest sampling steps, which uniform draws
+    visit rarely. With ``high_share=0`` the draws are those of earlier runs (same generator use)."""
+    t = torch.randint(0, num_t, (batch,), generator=gen)
+    if high_share > 0:
+        if not 0 <= high_min_t < num_t:
+            raise ValueError(f"high_noise_min_t={high_min_t} must be in [0, {num_t})")
+        high = torch.rand(batch, generator=gen) < high_share
+        t = torch.where(high, torch.randint(high_min_t, num_t, (batch,), generator=gen), t)
+    return t
+
+
 def training_loss(tr: Trainer, prompts: list[str], videos: np.ndarray, gen: torch.Generator,
-                  p_uncond: float | None = None) -> torch.Tensor:
+                  p_uncond: float | None = None, high_noise_share: float | None = None) -> torch.Tensor:
     """The diffusion loss of one batch (v, epsilon or sample target, per the scheduler)."""
     from diffusers import DDPMScheduler
 
@@ -332,7 +377,8 @@ def training_loss(tr: Trainer, prompts: list[str], videos: np.ndarray, gen: torc
     ids = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids.to(device)
     noise = torch.randn(x0.shape, generator=gen).to(device)
-    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen).to(device)
+    share = float(cfg.high_noise_share) if high_noise_share is None else high_noise_share
+    t = draw_timesteps(gen, b, sched.config.num_train_timesteps, share, int(cfg.high_noise_min_t)).to(device)
     noisy = sched.add_noise(x0, noise, t)
     kind = sched.config.prediction_type
     target = {"epsilon": noise, "sample": x0}.get(kind)
@@ -356,7 +402,7 @@ def eval_loss(tr: Trainer, data: DataSource) -> float:
         for i in range(int(tr.cfg.eval_batches)):
             prompts, videos = data.batch(EVAL_STEP0 + i, int(tr.cfg.batch_size))
             gen = torch.Generator().manual_seed(EVAL_STEP0 + i)
-            losses.append(float(training_loss(tr, prompts, videos, gen, p_uncond=0.0)))
+            losses.append(float(training_loss(tr, prompts, videos, gen, p_uncond=0.0, high_noise_share=0.0)))
     finally:
         tr.pipe.unet.train(was_training)
         tr.pipe.text_encoder.train(was_training)
@@ -399,7 +445,7 @@ def train_step(tr: Trainer, data: DataSource, batch: tuple[list[str], np.ndarray
     prompts, videos = batch if batch is not None else data.batch(tr.step, int(cfg.batch_size))
     gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + tr.step)
     for group in tr.optimizer.param_groups:
-        group["lr"] = lr_at(cfg, tr.step)
+        group["lr"] = lr_at(cfg, tr.step) * group.get("lr_scale", 1.0)
     loss = training_loss(tr, prompts, videos, gen)
     tr.optimizer.zero_grad(set_to_none=True)
     loss.backward()

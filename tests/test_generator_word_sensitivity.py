@@ -1,0 +1,47 @@
+"""Word sensitivity: paired losses under p+ and p- (same video, noise, t), its table and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cvg_bench.generators import word_sensitivity as ws
+from cvg_bench.generators.tiny import TEST_CONFIG, build_tiny_pipeline
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+KW = dict(n=3, frames=4, size=16, t_bins=((900, 1000), (0, 300)))
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from cvg_bench.generators.tiny_training import ShapesData, load_config
+
+    cfg = load_config(None, ["data.num_frames=4", "data.height=16", "data.width=16"])
+    p = build_tiny_pipeline(TEST_CONFIG, words=sorted(ShapesData(cfg.data, 0).vocabulary()), seed=0)
+    p.unet.eval()
+    p.text_encoder.eval()
+    return p
+
+
+def test_rows_pair_each_video_with_its_counterfactual(pipe):
+    rows = ws.sensitivity_rows(pipe, probes=("label_swap", "colour_swap"), **KW)
+    assert len(rows) == (len(ws.PROBES["label_swap"][0]) + 1) * 3 * 2
+    assert (rows["prompt"] != rows["counterfactual"]).all()
+    assert np.allclose(rows["gap"], rows["loss_minus"] - rows["loss_plus"])
+    assert rows["t"].between(0, 999).all() and (rows["gap"].abs() > 0).any()  # a random model reads words too
+    table = ws.summarise(rows)
+    assert set(table["t_bin"]) == {"900-1000", "0-300"} and (table["videos"] == 3).all()
+    assert "| label_swap | spatial_relationships |" in ws.to_markdown(table)
+
+
+def test_identical_prompts_give_exactly_zero_gap(pipe, monkeypatch):
+    """The pairing is exact (same noise and t): a counterfactual equal to p+ changes nothing."""
+    monkeypatch.setitem(ws.PROBES, "same", (("spatial_relationships",), lambda spec, rng: spec))
+    rows = ws.sensitivity_rows(pipe, probes=("same",), **KW)
+    assert (rows["gap"] == 0).all() and (rows["loss_plus"] > 0).all()
+
+
+def test_unknown_probe_is_named(pipe):
+    with pytest.raises(ValueError, match="'nope'.*colour_swap"):
+        ws.sensitivity_rows(pipe, probes=("nope",), **KW)
