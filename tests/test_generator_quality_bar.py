@@ -57,6 +57,29 @@ def test_moving_share_counts_objects_that_move_any_way():
     assert "| - |" in qb.to_markdown(table.reset_index())
 
 
+def test_word_table_counts_each_relation_word_per_object_or_prompt():
+    df = pd.DataFrame([
+        {"split": "seen", "category": "motion_binding", "error": None,
+         "prompt": "a red circle moving left and a blue square moving up",
+         "details": {"oracle": {"red_circle_moving_left": {"passed": True}, "blue_square_moving_up": {"passed": False}}}},
+        {"split": "seen", "category": "motion_binding", "error": None, "prompt": "a red circle moving up",
+         "details": {"oracle": {"red_circle_moving_up": {"passed": True}}}},
+        {"split": "heldout", "category": "spatial_relationships", "error": None,
+         "prompt": "a red circle above a blue square", "details": {"oracle": {"above": {"passed": False}}}},
+        {"split": "seen", "category": "spatial_relationships", "error": "boom",
+         "prompt": "a red circle above a blue square", "details": None},
+        {"split": "seen", "category": "generative_numeracy", "error": None, "prompt": "two red circles",
+         "details": {"oracle": {}}},
+    ])
+    words = qb.word_table(df).set_index(["split", "category", "word"])
+    assert words.loc[("seen", "motion_binding", "up"), ["asked", "passed"]].tolist() == [2, 1]
+    assert words.loc[("seen", "motion_binding", "left"), "share"] == 1.0
+    assert words.loc[("heldout", "spatial_relationships", "above"), ["asked", "passed"]].tolist() == [1, 0]
+    assert len(words) == 3  # the failed record and the numeracy prompt are not counted
+    md = qb.word_markdown(words.reset_index())
+    assert "| motion_binding | up | 1/2 | - |" in md and "| spatial_relationships | above | - | 0/1 |" in md
+
+
 def test_records_without_oracle_scores_are_refused():
     df = pd.DataFrame([{"split": "seen", "category": "a", "validity": None, "error": None,
                         "scores_norm": {"clip/score": 0.3}}])
@@ -78,6 +101,9 @@ def test_end_to_end_on_a_random_generator(tmp_path, capsys):
     assert cells[("seen", "overall")]["videos"] == 4 and cells[("heldout", "overall")]["videos"] == 4
     assert {c["check"] for c in result["checks"]} >= {"seen: valid videos", "seen: composition"}
     assert "| seen | spatial_relationships | 2 |" in (out / "quality.md").read_text()
+    words = pd.read_csv(out / "words.csv")
+    assert set(words["category"]) == {"spatial_relationships", "motion_binding"}
+    assert words.groupby("split")["asked"].sum().to_dict()["seen"] >= 4
     assert "NOT met" in capsys.readouterr().out  # random weights are far from the bar
 
 

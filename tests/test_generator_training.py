@@ -191,3 +191,12 @@ def test_position_projection_gets_its_own_learning_rate(tmp_path):
     assert [p.shape for p in position["params"]] == [tr.pipe.unet.position_proj.weight.shape,
                                                      tr.pipe.unet.position_proj.bias.shape]
     assert position["lr"] == pytest.approx(10 * base["lr"]) and base["lr"] == pytest.approx(3e-3)
+
+
+def test_position_init_std_draws_the_projection_and_needs_a_positional_unet(tmp_path):
+    tr = tt.build_trainer(_cfg(tmp_path, "r", 0, "model.position_frequencies=2", "position_init_std=0.05"), Squares())
+    tt._release_lock(tmp_path / "r" / "ck")
+    w = tr.pipe.unet.position_proj.weight.detach()
+    assert 0.03 < float(w.std()) < 0.07
+    with pytest.raises(ValueError, match="position_frequencies"):
+        tt.build_trainer(_cfg(tmp_path, "s", 0, "position_init_std=0.05"), Squares())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cvg_bench.generators import word_sensitivity as ws
@@ -42,6 +43,25 @@ def test_identical_prompts_give_exactly_zero_gap(pipe, monkeypatch):
     assert (rows["gap"] == 0).all() and (rows["loss_plus"] > 0).all()
 
 
-def test_unknown_probe_is_named(pipe):
+def test_unknown_probe_or_category_is_named(pipe):
     with pytest.raises(ValueError, match="'nope'.*colour_swap"):
         ws.sensitivity_rows(pipe, probes=("nope",), **KW)
+    with pytest.raises(ValueError, match="'spatial'.*spatial_relationships"):
+        ws.sensitivity_rows(pipe, categories=("spatial",), **KW)
+    rows = ws.sensitivity_rows(pipe, categories=("motion_binding",), **KW)
+    assert set(zip(rows["probe"], rows["category"])) == {("label_swap", "motion_binding")}
+    assert ws.sensitivity_rows(pipe, probes=("colour_swap",), categories=("motion_binding",), **KW).empty
+
+
+def test_ideal_gap_is_zero_for_the_same_prompt_and_positive_for_mirrored_layouts():
+    from cvg_bench.shapes.grammar import parse
+
+    left = parse("a red circle on the left of a blue square")
+    right = parse("a red circle on the right of a blue square")
+    assert ws.ideal_gap(left, left, renders=20, frames=4, size=16) < ws.ideal_gap(left, right, renders=20, frames=4, size=16)
+    same_seed = ws.ideal_gap(left, left, renders=20, seed=1, frames=4, size=16)
+    assert same_seed > 0  # two independent sets of renders of one prompt differ a little
+    rows = pd.DataFrame({"probe": ["p", "p"], "category": ["spatial_relationships"] * 2,
+                         "prompt": [left.prompt] * 2, "counterfactual": [right.prompt] * 2})
+    ideal = ws.ideal_gaps(rows, renders=10, frames=4, size=16)
+    assert ideal["ideal_gap_t999"].iloc[0] > 0

@@ -18,7 +18,7 @@ and category, against the targets.
    ones validity stays high (within ``HELDOUT_VALIDITY_DROP`` of seen) while composition falls
    well below seen's (by at least ``HELDOUT_COMPOSITION_GAP``).
 
-Writes ``OUT/quality.{md,csv,json}``.
+Writes ``OUT/quality.{md,csv,json}`` and ``OUT/words.csv`` (per relation word: asked, passed).
 """
 
 from __future__ import annotations
@@ -110,6 +110,55 @@ def quality_table(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+WORD_CATEGORIES = ("spatial_relationships", "motion_binding", "action_binding", "object_interactions")
+
+
+def _word_passes(prompt: str, details: Any) -> list[tuple[str, bool]]:
+    """(relation word, passed) of one video: per entity for motion and action (each entity's
+    own direction or action predicate), per prompt for spatial relations and interactions."""
+    from cvg_bench.shapes.grammar import composition_of, entity_views, parse
+
+    preds = (details or {}).get("oracle") or {} if isinstance(details, dict) else {}
+    comp = composition_of(parse(prompt))
+    if comp.category not in ("motion_binding", "action_binding"):
+        return [(comp.label, bool(preds) and all(p.get("passed") for p in preds.values()))]
+    out = []
+    for e in entity_views(comp):
+        key = f"{e.colour}_{e.shape}_" + (f"moving_{e.part}" if comp.category == "motion_binding" else e.part)
+        out.append((e.part, bool(preds.get(key, {}).get("passed"))))
+    return out
+
+
+def word_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Per (split, category, relation word): how many times it was asked for and how many of
+    those the oracle passed. A model that ignores a word passes it at its base rate, whatever
+    the word (e.g. every object moving right: "right" passes, "left" never)."""
+    ok = records[records["error"].isna() & records["category"].isin(WORD_CATEGORIES)]
+    rows = [{"split": split, "category": cat, "word": word, "passed": passed}
+            for split, cat, prompt, details in zip(ok["split"], ok["category"], ok["prompt"],
+                                                   ok.get("details", [None] * len(ok)))
+            for word, passed in _word_passes(prompt, details)]
+    if not rows:
+        return pd.DataFrame(columns=["split", "category", "word", "asked", "passed", "share"])
+    g = pd.DataFrame(rows).groupby(["split", "category", "word"], sort=True)["passed"]
+    table = g.agg(asked="size", passed="sum").reset_index()
+    table["share"] = table["passed"] / table["asked"]
+    return table
+
+
+def word_markdown(words: pd.DataFrame) -> str:
+    """One row per (category, word), a ``passed/asked`` column per split."""
+    if words.empty:
+        return ""
+    splits = [s for s in SPLITS if s in set(words["split"])]
+    lines = ["| category | word | " + " | ".join(splits) + " |", "|---|---|" + "---|" * len(splits)]
+    for (cat, word), part in words.groupby(["category", "word"], sort=True):
+        by = part.set_index("split")
+        cells = [f"{int(by.loc[s, 'passed'])}/{int(by.loc[s, 'asked'])}" if s in by.index else "-" for s in splits]
+        lines.append(f"| {cat} | {word} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def bar_checks(table: pd.DataFrame) -> list[dict[str, Any]]:
     """The quality bar, one check per target, each with its value and whether it is met."""
     overall = table[table["category"] == "overall"].set_index("split")
@@ -153,15 +202,19 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def write_report(records_dir: Path, out: Path, command: str) -> dict[str, Any]:
     """Tabulate the records under ``records_dir``; write quality.{md,csv,json} to ``out``."""
-    table = quality_table(sample_frame(load_records(records_dir)))
+    records = load_records(records_dir)
+    table = quality_table(sample_frame(records))
+    words = word_table(records)
     checks = bar_checks(table)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "quality.csv", index=False)
+    words.to_csv(out / "words.csv", index=False)
     verdict = "\n".join(f"- {c['check']}: {c['value']:.3f} (target {c['target']}): "
                         f"{'met' if c['met'] else 'NOT met'}" for c in checks)
     md = (f"# Tiny generator quality bar\n\nMade by `{command}`.\nValid video: oracle validity >= "
           f"{VALID_VIDEO}. Composition: `oracle/pass`. Mean +- s.e. over videos.\n\n"
-          f"{to_markdown(table)}\n{verdict}\n")
+          f"{to_markdown(table)}\n{verdict}\n"
+          + (f"\nRelation words (videos or objects passed / asked):\n\n{word_markdown(words)}" if not words.empty else ""))
     (out / "quality.md").write_text(md)
     result = {"command": command, "valid_video_threshold": VALID_VIDEO, "checks": checks,
               "table": json.loads(table.to_json(orient="records"))}

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cvg_bench.generators.tiny_training import prediction_and_target, videos_to_latents
 from cvg_bench.records import atomic_write_text
 from cvg_bench.shapes import grammar
 from cvg_bench.shapes.render import RenderConfig, render
@@ -60,31 +61,44 @@ def denoising_loss(pipe: Any, prompts: Sequence[str], x0: torch.Tensor, noise: t
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    ids = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids.to(x0.device)
-    embeds = pipe.text_encoder(ids)[0]
-    pred = pipe.unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=embeds, return_dict=False)[0]
-    kind = sched.config.prediction_type
-    target = {"epsilon": noise, "sample": x0}.get(kind)
-    if target is None:
-        target = sched.get_velocity(x0, noise, t)
+    pred, target = prediction_and_target(pipe, sched, list(prompts), x0, noise, t)
     return ((pred.float() - target.float()) ** 2).mean(dim=tuple(range(1, pred.ndim)))
+
+
+def ideal_gap(plus: PromptSpec, minus: PromptSpec, renders: int = 200, seed: int = 0,
+              frames: int = 8, size: int = 32) -> float:
+    """The gap of a denoiser that reads the words perfectly, at t = 999 exactly: from pure
+    noise a v-prediction model outputs the prompt's mean video, so on videos of p+ the loss
+    under p- exceeds the loss under p+ by the mean squared difference of the two mean videos
+    (pixel scale [-1, 1], as the tiny model's latents). A scale for the measured gaps, not a
+    bound at other t (where x_t already shows part of the answer)."""
+    rng = np.random.default_rng(seed)
+
+    def mean_video(spec: PromptSpec) -> np.ndarray:
+        videos = [render(spec, int(rng.integers(2**31)), RenderConfig(frames=frames, size=size))
+                  for _ in range(renders)]
+        return np.mean(videos, axis=0) / 127.5 - 1.0
+
+    m_plus, m_minus = mean_video(plus), mean_video(minus)
+    return float(np.mean((m_plus - m_minus) ** 2))
 
 
 def sensitivity_rows(pipe: Any, n: int = 32, seed: int = 0, frames: int = 8, size: int = 32,
                      t_bins: Sequence[tuple[int, int]] = T_BINS, probes: Sequence[str] = tuple(PROBES),
-                     batch: int = 8) -> pd.DataFrame:
-    """One row per (probe, category, video, t bin): the losses under p+ and p- and their gap."""
-    from cvg_bench.generators.tiny_training import videos_to_latents
-
+                     batch: int = 8, categories: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (probe, category, video, t bin): the losses under p+ and p- and their gap
+    (``categories``: only these, where a probe applies to them)."""
     unknown = sorted(set(probes) - set(PROBES))
     if unknown:
         raise ValueError(f"unknown probe(s) {unknown}; accepted: {sorted(PROBES)}")
+    bad = sorted(set(categories or ()) - set(grammar.CATEGORIES))
+    if bad:
+        raise ValueError(f"unknown categories {bad}; accepted: {', '.join(grammar.CATEGORIES)}")
     device = next(pipe.unet.parameters()).device
     rows: list[dict[str, Any]] = []
     for probe in probes:
-        categories, counterfactual = PROBES[probe]
-        for category in categories:
+        applies_to, counterfactual = PROBES[probe]
+        for category in [c for c in applies_to if categories is None or c in categories]:
             rng = np.random.default_rng([seed, grammar.CATEGORIES.index(category)])
             specs = [grammar.sample_spec(rng, category, "seen") for _ in range(n)]
             negatives = [counterfactual(s, rng) for s in specs]
@@ -102,9 +116,22 @@ def sensitivity_rows(pipe: Any, n: int = 32, seed: int = 0, frames: int = 8, siz
                         rows.append({"probe": probe, "category": category, "t_bin": f"{lo}-{hi}",
                                      "prompt": specs[i + j].prompt, "counterfactual": negatives[i + j].prompt,
                                      "t": int(t[j]), "loss_plus": float(plus[j]), "loss_minus": float(minus[j])})
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["probe", "category", "t_bin", "prompt", "counterfactual", "t",
+                                      "loss_plus", "loss_minus"])
     out["gap"] = out["loss_minus"] - out["loss_plus"]
     return out
+
+
+def ideal_gaps(rows: pd.DataFrame, compositions: int = 4, renders: int = 200, frames: int = 8,
+               size: int = 32) -> pd.DataFrame:
+    """Per (probe, category): the mean :func:`ideal_gap` of its first ``compositions`` pairs."""
+    out = []
+    for (probe, category), part in rows.groupby(["probe", "category"], sort=False):
+        pairs = part.drop_duplicates("prompt").head(compositions)
+        gaps = [ideal_gap(grammar.parse(a), grammar.parse(b), renders, i, frames, size)
+                for i, (a, b) in enumerate(zip(pairs["prompt"], pairs["counterfactual"]))]
+        out.append({"probe": probe, "category": category, "ideal_gap_t999": float(np.mean(gaps))})
+    return pd.DataFrame(out)
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -116,12 +143,17 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """Rows (probe, category), columns: t bins with gap x 1e4 (s.e.) and p+'s win share."""
-    lines = ["| probe | category | " + " | ".join(f"t {b}: gap x1e4 (s.e.), p+ wins" for b in table["t_bin"].unique()) + " |",
-             "|---|---|" + "---|" * table["t_bin"].nunique()]
+def to_markdown(table: pd.DataFrame, ideal: pd.DataFrame | None = None) -> str:
+    """Rows (probe, category), columns: t bins with gap x 1e4 (s.e.) and p+'s win share, and
+    (if given) the ideal gap at t = 999 x 1e4."""
+    bins = list(table["t_bin"].unique())
+    best = {} if ideal is None else {(r.probe, r.category): r.ideal_gap_t999 for r in ideal.itertuples()}
+    head = [f"t {b}: gap x1e4 (s.e.), p+ wins" for b in bins] + (["ideal gap at t=999 x1e4"] if best else [])
+    lines = ["| probe | category | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
     for (probe, category), part in table.groupby(["probe", "category"], sort=False):
         cells = [f"{r.gap * 1e4:+.1f} ({r.gap_se * 1e4:.1f}), {r.p_plus_wins:.2f}" for r in part.itertuples()]
+        if best:
+            cells.append(f"{best[(probe, category)] * 1e4:.1f}")
         lines.append(f"| {probe} | {category} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -134,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=32, help="rendered videos per category")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated: {', '.join(PROBES)}")
+    p.add_argument("--categories", default=None, help="comma-separated (default: every category a probe applies to)")
+    p.add_argument("--frames", type=int, default=8, help="rendered frames (the model's training clips)")
+    p.add_argument("--size", type=int, default=32, help="rendered frame size in pixels")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="results/word_sensitivity")
     args = p.parse_args(argv)
@@ -143,16 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     pipe = load_tiny_pipeline(path)
     pipe.unet.eval()
     pipe.text_encoder.eval()
-    rows = sensitivity_rows(pipe, n=args.n, seed=args.seed, probes=args.probes.split(","))
+    categories = args.categories.split(",") if args.categories else None
+    rows = sensitivity_rows(pipe, n=args.n, seed=args.seed, frames=args.frames, size=args.size,
+                            probes=args.probes.split(","), categories=categories)
+    if rows.empty:
+        raise SystemExit(f"no probe of {args.probes} applies to the categories {args.categories}")
     table = summarise(rows)
+    ideal = ideal_gaps(rows, frames=args.frames, size=args.size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out / "rows.csv", index=False)
-    table.to_csv(out / "word_sensitivity.csv", index=False)
+    table.merge(ideal, on=["probe", "category"]).to_csv(out / "word_sensitivity.csv", index=False)
     command = "python -m cvg_bench.generators.word_sensitivity " + " ".join(sys.argv[1:] if argv is None else argv)
     md = (f"# Word sensitivity of {path}\n\nMade by `{command}`.\n"
           "gap = L(p-) - L(p+) over the same rendered seen-split videos, noise and t; "
-          "> 0 when the denoiser reads the swapped words.\n\n" + to_markdown(table))
+          "> 0 when the denoiser reads the swapped words. Ideal gap: that of a denoiser that reads them "
+          "perfectly, at t = 999 (mean videos of p+ and p-, 200 renders each, 4 compositions).\n\n"
+          + to_markdown(table, ideal))
     atomic_write_text(out / "word_sensitivity.md", md)
     atomic_write_text(out / "run.json", json.dumps({"command": command, "path": str(path), "n": args.n,
                                                     "seed": args.seed}, indent=1))
