@@ -274,3 +274,14 @@ def test_rejects_bad_video_arrays() -> None:
         judge(np.zeros((1, 32, 32, 3), np.uint8), spec)
     with pytest.raises(grammar.PromptGrammarError):
         judge(render(spec, 0), PromptSpec("x", "a cat on a mat", "spatial_relationships"))
+
+
+def test_entity_predicate_key_names_each_entitys_own_predicate():
+    from cvg_bench.shapes.grammar import EntityView
+    from cvg_bench.shapes.oracle import entity_predicate_key
+
+    e = EntityView("circle", "red", part="up")
+    assert entity_predicate_key("motion_binding", e) == "red_circle_moving_up"
+    assert entity_predicate_key("action_binding", EntityView("square", "blue", part="growing")) == "blue_square_growing"
+    with pytest.raises(ValueError, match="'spatial_relationships'.*motion_binding"):
+        entity_predicate_key("spatial_relationships", e)

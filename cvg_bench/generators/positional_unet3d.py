@@ -2,10 +2,10 @@
 
 The diffusers UNet3D has no positional embeddings: its spatial and temporal attention are
 permutation-equivariant and position reaches it only through the convolutions' zero
-padding. Measured on the tiny generator (README "Status"), its denoiser then ignores layout
-and direction words entirely: swapping "left" for "right" in the prompt changes its loss by
-less than 1e-4, while swapping the colours changes it by ~3e-3. "A on the left of B" and
-"moving up" need to know where and when a pixel is.
+padding. The tiny generator's denoiser ignores layout and direction words entirely, so this
+was the first suspect; measured (README "Status"), it was not the cause: a plain UNet3D
+trained on relation-heavy data at high noise learns them too. It stays an option
+(``model.position_frequencies``) for experiments.
 
 This subclass adds, after ``conv_in``, a 1x1 projection of sin/cos features of the pixel's
 normalised coordinates (x, y in [-1, 1], frame in [0, 1], so any size and frame count

@@ -117,16 +117,14 @@ def _word_passes(prompt: str, details: Any) -> list[tuple[str, bool]]:
     """(relation word, passed) of one video: per entity for motion and action (each entity's
     own direction or action predicate), per prompt for spatial relations and interactions."""
     from cvg_bench.shapes.grammar import composition_of, entity_views, parse
+    from cvg_bench.shapes.oracle import entity_predicate_key
 
-    preds = (details or {}).get("oracle") or {} if isinstance(details, dict) else {}
+    preds = (details.get("oracle") or {}) if isinstance(details, dict) else {}
     comp = composition_of(parse(prompt))
     if comp.category not in ("motion_binding", "action_binding"):
         return [(comp.label, bool(preds) and all(p.get("passed") for p in preds.values()))]
-    out = []
-    for e in entity_views(comp):
-        key = f"{e.colour}_{e.shape}_" + (f"moving_{e.part}" if comp.category == "motion_binding" else e.part)
-        out.append((e.part, bool(preds.get(key, {}).get("passed"))))
-    return out
+    return [(e.part, bool(preds.get(entity_predicate_key(comp.category, e), {}).get("passed")))
+            for e in entity_views(comp)]
 
 
 def word_table(records: pd.DataFrame) -> pd.DataFrame:

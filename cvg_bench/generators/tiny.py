@@ -55,7 +55,7 @@ passing passes meets meeting approaches approaching touches touching side
 DEFAULT_CONFIG: dict[str, Any] = {
     "max_length": 32,
     # > 0: PositionalUNet3DConditionModel, sin/cos of (x, y, frame) at this many octaves added
-    # after conv_in (the plain UNet3D ignores layout and direction words; see its docstring)
+    # after conv_in (the plain UNet3D has no positional embedding; see its docstring)
     "position_frequencies": 0,
     "unet": {
         "sample_size": 16,

@@ -276,6 +276,16 @@ def _name(e: EntityView) -> str:
     return f"{e.colour}_{e.shape}" if e.colour else e.shape
 
 
+def entity_predicate_key(category: str, e: EntityView) -> str:
+    """The name of the predicate that judges one entity's own part of y: its direction
+    (motion_binding) or its action (action_binding)."""
+    if category == "motion_binding":
+        return f"{_name(e)}_moving_{e.part}"
+    if category == "action_binding":
+        return f"{_name(e)}_{e.part}"
+    raise ValueError(f"category {category!r} has no per-entity predicates; accepted: motion_binding, action_binding")
+
+
 def _quarter(n: int) -> int:
     return max(1, math.ceil(n / 4))
 
@@ -341,7 +351,7 @@ def _judge_motion(frames: list[list[Blob]], comp: Composition, shape: tuple) -> 
     out = {}
     for e in entity_views(comp):
         d = _displacement(_track(frames, e))
-        key = f"{_name(e)}_moving_{e.part}"
+        key = entity_predicate_key(comp.category, e)
         if d is None:
             out[key] = _pred(False, 0.0, None)
             continue
@@ -366,7 +376,7 @@ def _judge_action(frames: list[list[Blob]], comp: Composition, shape: tuple) -> 
         track = _track(frames, e)
         q = _quarter(len(track))
         first, last = _mean_area(track[:q]), _mean_area(track[-q:])
-        key = f"{_name(e)}_{e.part}"
+        key = entity_predicate_key(comp.category, e)
         if not (first > 0 and last > 0):
             out[key] = _pred(False, 0.0, None)
             continue
