@@ -65,3 +65,31 @@ def test_ideal_gap_is_zero_for_the_same_prompt_and_positive_for_mirrored_layouts
                          "prompt": [left.prompt] * 2, "counterfactual": [right.prompt] * 2})
     ideal = ws.ideal_gaps(rows, renders=10, frames=4, size=16)
     assert ideal["ideal_gap_t999"].iloc[0] > 0
+
+
+def test_text_separation_is_zero_for_equal_prompts_and_grows_with_the_swapped_word(pipe):
+    plus = ["a red circle on the left of a blue square"]
+    sep = ws.text_separation(pipe, plus, ["a red circle on the right of a blue square"])
+    assert sep["word"].iloc[0] > 0 and sep["after"].iloc[0] > 0  # causal: "a blue square" hears it
+    # a swap of unequal length ("on the left of" -> "above") aligns the second entity's tokens
+    longer = ws.text_separation(pipe, plus, ["a red circle above a blue square"])
+    assert np.isfinite(longer[["word", "after"]].to_numpy()).all()
+    first = ws.text_separation(pipe, plus, ["a red circle on the left of a blue circle"])
+    assert first["word"].iloc[0] > 0 and first["after"].iloc[0] > 0  # after = [EOS] only
+    # "right" given "left"'s token embedding: the encoder cannot tell the two prompts apart
+    emb = pipe.text_encoder.get_input_embeddings().weight
+    right = pipe.tokenizer("right").input_ids[1]
+    saved = emb.data[right].clone()
+    try:
+        emb.data[right] = emb.data[pipe.tokenizer("left").input_ids[1]]
+        same = ws.text_separation(pipe, plus, ["a red circle on the right of a blue square"])
+        assert same["word"].iloc[0] == pytest.approx(0, abs=1e-6)  # identical embeddings: lost
+        assert same["after"].iloc[0] == pytest.approx(0, abs=1e-6)
+    finally:
+        emb.data[right] = saved
+    with pytest.raises(ValueError, match="tokenise the same"):
+        ws.text_separation(pipe, plus, plus)
+    rows = ws.sensitivity_rows(pipe, probes=("label_swap",), categories=("spatial_relationships",), **KW)
+    text = ws.text_separations(pipe, rows)
+    assert list(text.columns) == ["probe", "category", "text_sep_word", "text_sep_after"]
+    assert "text sep." in ws.to_markdown(ws.summarise(rows), text=text)
