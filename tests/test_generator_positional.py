@@ -70,8 +70,10 @@ def test_tiny_pipeline_round_trip_and_attention_capture(tmp_path):
     assert isinstance(loaded.unet, PositionalUNet3DConditionModel)
     assert loaded.unet.config.position_frequencies == 2
     x, e = torch.randn(1, 12, 4, 8, 8), torch.randn(1, 16, 32)
-    with torch.no_grad():
-        assert torch.equal(pipe.unet(x, 5, e).sample, loaded.unet(x, 5, e).sample)
+    saved, back = pipe.unet.state_dict(), loaded.unet.state_dict()
+    assert saved.keys() == back.keys() and all(torch.equal(saved[k], back[k]) for k in saved)
+    with torch.no_grad():  # same weights; loaded tensors may take another kernel path (ulp-level)
+        torch.testing.assert_close(pipe.unet(x, 5, e).sample, loaded.unet(x, 5, e).sample, atol=1e-5, rtol=1e-5)
     plain = build_tiny_pipeline(TEST_CONFIG, seed=0)
     assert cross_attention_layers(loaded.unet) == cross_attention_layers(plain.unet)
     gen = TinyGenerator(path=str(tmp_path / "p"), num_frames=4, height=16, width=16, num_inference_steps=2)
