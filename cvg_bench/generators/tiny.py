@@ -202,7 +202,7 @@ class TinyGenerator(UNet3DGenerator):
         height: int = 32,
         width: int = 32,
         num_inference_steps: int = 25,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = 1.5,
         negative_prompt: str = "",
         eta: float = 0.0,
         device: str = "cpu",
