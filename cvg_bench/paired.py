@@ -7,7 +7,10 @@ difference. Per category: counts, the mean difference with its standard error ov
 and an exact two-sided sign test over the non-tied prompts.
 
     python -m cvg_bench.paired --baseline RUN_DIR --candidate RUN_DIR [--candidate ...] \\
-        --score oracle/relation --out DIR
+        [--label NAME ...] --score oracle/relation --out DIR
+
+Candidates are named by ``--label`` (one per candidate, in order) or else by their method, with
+the run hash added when two candidates share a method (ablations of one method).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def per_prompt(folder: Path | str, score: str) -> pd.DataFrame:
         raise ValueError(f"score {score!r} is in no record of {folder}; scores found: {found}")
     out = df[["prompt_id", "category", "seed", "value"]].dropna(subset=["value"])
     out.attrs["method"] = str(runs.index[0][0])
+    out.attrs["run_hash"] = str(runs.index[0][1])
     return out
 
 
@@ -94,19 +98,30 @@ def to_markdown(summary: pd.DataFrame, score: str, baseline: str) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def candidate_names(cands: list[pd.DataFrame]) -> list[str]:
+    """Each candidate's method, with ``@run_hash`` where two candidates share the method."""
+    methods = [c.attrs["method"] for c in cands]
+    return [m if methods.count(m) == 1 else f"{m}@{c.attrs['run_hash']}" for m, c in zip(methods, cands)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", type=Path, required=True, help="the baseline's run folder")
     p.add_argument("--candidate", type=Path, action="append", required=True,
                    help="a compared run folder (repeatable)")
+    p.add_argument("--label", action="append", default=None,
+                   help="name of each candidate in the tables (repeatable, one per --candidate)")
     p.add_argument("--score", default="oracle/relation", help="scores_norm key compared")
     p.add_argument("--out", type=Path, default=None, help="folder for paired.{md,csv} and per_prompt.csv")
     a = p.parse_args(argv)
+    if a.label is not None and len(a.label) != len(a.candidate):
+        p.error(f"--label given {len(a.label)} times for {len(a.candidate)} --candidate folders; "
+                "give one label per candidate or none")
     base = per_prompt(a.baseline, a.score)
+    cands = [per_prompt(folder, a.score) for folder in a.candidate]
+    names = a.label or candidate_names(cands)
     summaries, prompts = [], []
-    for folder in a.candidate:
-        cand = per_prompt(folder, a.score)
-        name = cand.attrs["method"]
+    for cand, name in zip(cands, names):
         table = compare(base, cand)
         summaries.append(summarise(table, name))
         prompts.append(table.assign(candidate=name))

@@ -11,9 +11,9 @@ from cvg_bench.records import RunStore
 
 
 def _rec(method: str, prompt_id: str, category: str, seed: int, value: float | None,
-         error: str | None = None) -> dict:
+         error: str | None = None, run_hash: str | None = None) -> dict:
     return {
-        "schema_version": 1, "run_hash": f"h_{method}", "method": method, "generator": "g",
+        "schema_version": 1, "run_hash": run_hash or f"h_{method}", "method": method, "generator": "g",
         "benchmark": "bench", "benchmark_version": "1", "prompt_id": prompt_id,
         "prompt": prompt_id, "category": category, "split": "test", "seed": seed,
         "video_path": None, "scores": {}, "scores_norm": {"oracle/relation": value},
@@ -24,11 +24,11 @@ def _rec(method: str, prompt_id: str, category: str, seed: int, value: float | N
 
 
 def _run(root: Path, method: str, values: dict[tuple[str, str, int], float | None],
-         errors: tuple[tuple[str, str, int], ...] = ()) -> Path:
-    store = None
+         errors: tuple[tuple[str, str, int], ...] = (), run_hash: str | None = None) -> Path:
+    store, run_hash = None, run_hash or f"h_{method}"
     for (pid, cat, seed), v in values.items():
-        store = RunStore(root, "bench", method, "g", f"h_{method}")
-        store.write(_rec(method, pid, cat, seed, v))
+        store = RunStore(root, "bench", method, "g", run_hash)
+        store.write(_rec(method, pid, cat, seed, v, run_hash=run_hash))
     for pid, cat, seed in errors:
         store.write(_rec(method, pid, cat, seed, 99.0, error="boom"))
     return store.root
@@ -68,6 +68,21 @@ def test_cli_writes_tables(tmp_path, capsys):
     assert paired.main(["--baseline", str(b), "--candidate", str(c), "--out", str(tmp_path / "o")]) == 0
     assert "| cvg | spatial | 2 | 1 / 0 / 1 |" in (tmp_path / "o" / "paired.md").read_text()
     assert (tmp_path / "o" / "per_prompt.csv").read_text().count("\n") == 4
+
+
+def test_candidates_of_one_method_are_told_apart(tmp_path, capsys):
+    b = _run(tmp_path / "b", "vanilla", BASE)
+    c1 = _run(tmp_path / "c1", "cvg", CAND, run_hash="h1")
+    c2 = _run(tmp_path / "c2", "cvg", BASE, run_hash="h2")
+    args = ["--baseline", str(b), "--candidate", str(c1), "--candidate", str(c2)]
+    assert paired.main(args + ["--out", str(tmp_path / "o")]) == 0
+    text = (tmp_path / "o" / "paired.md").read_text()
+    assert "| cvg@h1 | spatial | 2 | 1 / 0 / 1 |" in text and "| cvg@h2 | spatial | 2 | 0 / 2 / 0 |" in text
+    assert paired.main(args + ["--label", "five steps", "--label", "p+ only"]) == 0
+    assert "| p+ only | motion |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        paired.main(args + ["--label", "only one"])
+    assert "--label given 1 times for 2 --candidate" in capsys.readouterr().err
 
 
 def test_errors_name_the_problem(tmp_path):
