@@ -122,11 +122,13 @@ def run(cfg: DictConfig) -> RunSummary:
     store.check_writable()
     store.remove_stale_temps()
     _check_same_generator(store, generator.version(), bool(cfg.force))
+    _check_same_method_weights(store, method.version(), bool(cfg.force))
     versions, commit = library_versions(), git_commit()
     store.write_manifest({
         "run_hash": store.run_hash, "identity": run_identity(cfg),
         "config": OmegaConf.to_container(cfg, resolve=True), "seeds": seeds,
-        "generator_version": generator.version(), "versions": versions, "git_commit": commit,
+        "generator_version": generator.version(), "method_version": method.version(),
+        "versions": versions, "git_commit": commit,
         "updated_at": datetime.now(timezone.utc).isoformat(),
     })
     summary = RunSummary(store.root)
@@ -156,6 +158,16 @@ def _check_same_generator(store: RunStore, version: str, force: bool) -> None:
     if previous and previous != version and not force and any(store.samples_dir.glob("*.json")):
         raise ValueError(
             f"{store.root} holds samples of generator {previous!r}, but the generator is now "
+            f"{version!r}; use another results_dir, or force=true to recompute them")
+
+
+def _check_same_method_weights(store: RunStore, version: str | None, force: bool) -> None:
+    """Likewise for a method's trained weights (CVG's classifier): a retrained classifier at
+    the same path has the same config, so the run hash alone cannot tell the two apart."""
+    previous = (store.read_manifest() or {}).get("method_version")
+    if previous and previous != version and not force and any(store.samples_dir.glob("*.json")):
+        raise ValueError(
+            f"{store.root} holds samples of method weights {previous!r}, but they are now "
             f"{version!r}; use another results_dir, or force=true to recompute them")
 
 

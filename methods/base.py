@@ -31,6 +31,11 @@ class GuidanceMethod(ABC):
                 f"(prompt {spec.prompt_id!r}); it supports: {', '.join(cats)}"
             )
 
+    def version(self) -> str | None:
+        """Identity of the method's trained weights (None for a method without weights);
+        recorded in the run's manifest so a retrained model cannot resume into old samples."""
+        return None
+
     @abstractmethod
     def make_hook(self, generator: "Generator", spec: PromptSpec) -> "StepHook | None":
         """The per-step hook for one sample, or None when the method does nothing."""

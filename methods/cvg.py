@@ -31,6 +31,7 @@ class CVG(EnergyGuidance):
         super().__init__(guided_steps=guided_steps, eta=eta, eta_schedule=eta_schedule,
                          grad_norm=grad_norm, max_grad_norm=max_grad_norm, iterations=iterations)
         self.classifier = CVGClassifier.load(classifier or DEFAULT_CLASSIFIER)
+        self.classifier_version = CVGClassifier.fingerprint(classifier or DEFAULT_CLASSIFIER)
         self.classifier.requires_grad_(False)
         self.classifier.eval()  # guidance is inference: no dropout in the aggregator
         trained = self.classifier.features.steps
@@ -40,6 +41,10 @@ class CVG(EnergyGuidance):
                              f"the classifier was trained on T = {list(trained)}")
         self.supported_categories = tuple(self.classifier.label_sets)
         self.allow_other_generator = allow_other_generator
+
+    def version(self) -> str:
+        """A hash of the classifier's weights and config (its docs and report are not part)."""
+        return f"cvg_classifier:{self.classifier_version}"
 
     def prepare(self, generator, spec: PromptSpec) -> dict[str, Any]:
         """(a) K(p) and y; the same T, L, H as at training (checked)."""

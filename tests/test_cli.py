@@ -84,6 +84,33 @@ def test_run_refuses_to_mix_two_generator_versions(tmp_path):
     assert json.loads(manifest.read_text())["generator_version"] == info["generator_version"]
 
 
+def test_run_refuses_to_resume_with_a_retrained_cvg_classifier(tmp_path):
+    """The classifier's path is in the run hash, its weights are not: retraining it in place
+    must not let old samples pass for new ones."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from methods.cvg import DEFAULT_CLASSIFIER
+
+    clf = tmp_path / "classifier"
+    shutil.copytree(DEFAULT_CLASSIFIER, clf)
+    args = ["run", "method=cvg", f"method.classifier={clf}", "method.guided_steps=1",
+            "generator=tiny", "benchmark=shapes", "benchmark.limit=1",
+            "benchmark.categories=[spatial_relationships]", "seeds=[0]", "leaderboard=false",
+            f"results_dir={tmp_path / 'res'}"]
+    first = cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads(next((tmp_path / "res").glob("shapes/*/manifest.json")).read_text())
+    assert manifest["method_version"].startswith("cvg_classifier:")
+    weights = load_file(clf / "classifier.safetensors")  # "retrain": other weights, same path
+    save_file({k: v + 0.01 if k.startswith("heads.") else v for k, v in weights.items()},
+              clf / "classifier.safetensors")
+    again = cli(*args, cwd=tmp_path)
+    assert again.returncode != 0
+    assert f"holds samples of method weights {manifest['method_version']!r}" in again.stderr
+
+
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     results = tmp_path / "res"
     args = ["run", "method=vanilla", "generator=dummy", "generator.delay_s=0.4",

@@ -305,3 +305,109 @@ def test_a_cache_task_builds_its_shards_and_stops_before_training(tmp_path, monk
     cfg.data.stream = "sequential"
     with pytest.raises(ValueError, match="use data.stream=indexed"):
         train_cvg_classifier(cfg)
+
+
+DIRS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
+MOTION = {"motion_binding": list(DIRS) + [f"{a}/{b}" for a in DIRS for b in DIRS]}
+
+
+def moving_maps(d1: str, d2: str | None, rng: np.random.Generator, frames: int = 4) -> torch.Tensor:
+    """(|T|=2, L, H, E, F, 8, 8): each entity a 2x2 blob moving one pixel per frame in its
+    direction from a random start (entity 2 empty when ``d2`` is None)."""
+    maps = torch.full((2, 2, 2, 2, frames, 8, 8), 0.02)
+    for e, d in enumerate((d1, d2)):
+        if d is None:
+            continue
+        (dy, dx), (y0, x0) = DIRS[d], rng.integers(2, 5, size=2)  # stays inside 8x8
+        for f in range(frames):
+            y, x = y0 + dy * (f - 1), x0 + dx * (f - 1)
+            maps[:, :, :, e, f, y:y + 2, x:x + 2] = 1.0
+    return maps + 0.2 * torch.from_numpy(rng.random(maps.shape)).float()
+
+
+def test_per_entity_head_is_the_product_of_per_entity_softmaxes(tmp_path):
+    torch.manual_seed(0)
+    model = CVGClassifier(FEATS, MOTION, {"name": "none"}, num_layer_heads=2, frames=4,
+                          head_types={"motion_binding": "per_entity"})
+    x, step = moving_maps("left", "up", np.random.default_rng(0))[0][None], torch.tensor([0])
+    u = model.heads["motion_binding"].linear(model.backbone(model.aggregator(x, step)))
+    per_entity = torch.log_softmax(u.view(1, 2, 4), dim=-1)  # atoms: left, right, up, down
+    joint = model.log_probs(x, step, "motion_binding", MOTION["motion_binding"][4:])
+    labels = MOTION["motion_binding"]
+    for a, da in enumerate(DIRS):
+        assert torch.allclose(model.log_probs(x, step, "motion_binding", labels[:4])[0, a],
+                              torch.log_softmax(u.view(1, 2, 4)[:, 0], -1)[0, a], atol=1e-5)
+        for b, db in enumerate(DIRS):
+            expected = per_entity[0, 0, a] + per_entity[0, 1, b]
+            assert torch.allclose(joint[0, labels.index(f"{da}/{db}")], expected, atol=1e-5)
+    model.save(tmp_path / "clf")
+    again = CVGClassifier.load(tmp_path / "clf")
+    assert again.head_types == {"motion_binding": "per_entity"}
+    assert torch.allclose(again.log_probs(x, step, "motion_binding"),
+                          model.log_probs(x, step, "motion_binding"))
+    with pytest.raises(ValueError, match="head type 'factored'; accepted: joint, per_entity"):
+        CVGClassifier(FEATS, MOTION, {"name": "none"}, num_layer_heads=2, frames=4,
+                      head_types={"motion_binding": "factored"})
+    with pytest.raises(ValueError, match="no labels"):
+        CVGClassifier(FEATS, MOTION, {"name": "none"}, num_layer_heads=2, frames=4,
+                      head_types={"spatial": "per_entity"})
+
+
+def _centroid_label(maps: torch.Tensor, category: str) -> str:
+    """Read a (L, H, E, F, s, s) map stack the way the oracle reads a video: entity
+    centroids (spatial: entity 1 vs 2 in x or y; motion: first vs last frame, per entity)."""
+    m = maps.mean(dim=(0, 1))  # (E, F, s, s)
+    grid = torch.arange(m.shape[-1], dtype=torch.float32)
+    mass = m.sum(dim=(-1, -2))
+    cy = (m.sum(-1) * grid).sum(-1) / mass
+    cx = (m.sum(-2) * grid).sum(-1) / mass  # (E, F)
+    if category == "spatial_relationships":
+        dx, dy = cx[1, 0] - cx[0, 0], cy[1, 0] - cy[0, 0]
+        if abs(dx) > abs(dy):
+            return "on the left of" if dx > 0 else "on the right of"
+        return "above" if dy > 0 else "below"
+    parts = []
+    for e in range(m.shape[0]):
+        dx, dy = cx[e, -1] - cx[e, 0], cy[e, -1] - cy[e, 0]
+        parts.append(("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up"))
+    return "/".join(parts)
+
+
+@pytest.mark.parametrize("transforms", [("flip_x",), ("flip_y",), ("reverse_time",),
+                                        ("flip_x", "flip_y", "reverse_time")])
+def test_augmented_labels_describe_the_augmented_maps(transforms):
+    from cvg_bench.cvg.augment import augment_batch
+
+    rng = np.random.default_rng(0)
+    motion = torch.stack([moving_maps(a, b, rng) for a in DIRS for b in DIRS])
+    motion_rows = [{"category": "motion_binding", "label": f"{a}/{b}"} for a in DIRS for b in DIRS]
+    spatial = torch.full((4, 2, 2, 2, 2, 4, 8, 8), 0.02)
+    spatial_rows = []
+    for i, (label, (e1, e2)) in enumerate({"on the left of": ((3, 1), (3, 6)),
+                                           "on the right of": ((3, 6), (3, 1)),
+                                           "above": ((1, 3), (6, 3)),
+                                           "below": ((6, 3), (1, 3))}.items()):
+        for e, (y, x) in enumerate((e1, e2)):
+            spatial[i, :, :, :, e, :, y, x] = 1.0
+        spatial_rows.append({"category": "spatial_relationships", "label": label})
+    flipped = 0  # layouts are static, so reverse_time changes only the motion maps
+    for maps, rows in ((motion, motion_rows), (spatial, spatial_rows)):
+        for r, m in zip(rows, maps):  # the reader agrees with the labels before augmenting
+            assert _centroid_label(m[0], r["category"]) == r["label"]
+        for seed in range(8):  # each transform is drawn with probability 1/2
+            (out, none), out_rows = augment_batch([maps, None], rows, transforms,
+                                                  np.random.default_rng(seed))
+            assert none is None
+            flipped += not torch.equal(out, maps)
+            for r, m in zip(out_rows, out):
+                assert _centroid_label(m[0], r["category"]) == r["label"], (transforms, seed)
+    assert flipped > 0
+
+
+def test_augmentation_names_are_checked():
+    from cvg_bench.cvg.augment import check_transforms, transform_label
+
+    with pytest.raises(ValueError, match=r"augmentations \['rotate'\]; accepted: flip_x, flip_y"):
+        check_transforms(["flip_x", "rotate"])
+    with pytest.raises(ValueError, match="no symmetry table for category 'numeracy'"):
+        transform_label("numeracy", "3", "flip_x")

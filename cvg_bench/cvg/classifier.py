@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,60 @@ from cvg_bench.backbones.base import Backbone
 from cvg_bench.cvg.aggregator import AttentionAggregator
 from cvg_bench.cvg.features import FeatureSpec
 
+HEAD_TYPES = ("joint", "per_entity")
+
+
+class PerEntityHead(nn.Module):
+    """A linear head whose joint labels ``"a/b"`` score as the sum of per-entity logits.
+
+    ``logits[y] = sum_e u_e[y_e]`` with ``u = W' h + b'`` (one logit per entity and atomic
+    label): still a linear head ``(W, b) = (M W', M b')`` over Y, with ``M`` the fixed map from
+    (entity, atom) to joint label. The softmax over a prompt's label set is then the product
+    of per-entity softmaxes, so "left" for the first object learns from every prompt where the
+    first object moves left, instead of 16 joint labels each learning from a sixteenth of the
+    data. Labels without "/" are the first entity's atom.
+    """
+
+    def __init__(self, in_dim: int, labels: list[str], max_entities: int) -> None:
+        super().__init__()
+        parts = [lab.split("/") for lab in labels]
+        if max(len(p) for p in parts) > max_entities:
+            raise ValueError(f"labels {labels} name more entities than max_entities={max_entities}")
+        self.atoms = sorted({a for p in parts for a in p}, key=[a for p in parts for a in p].index)
+        self.entities = max_entities
+        self.linear = nn.Linear(in_dim, max_entities * len(self.atoms))
+        combine = torch.zeros(len(labels), max_entities * len(self.atoms))
+        for row, p in enumerate(parts):
+            for e, atom in enumerate(p):
+                combine[row, e * len(self.atoms) + self.atoms.index(atom)] = 1.0
+        self.register_buffer("combine", combine, persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h) @ self.combine.T
+
+
+def build_head(kind: str, in_dim: int, labels: list[str], max_entities: int) -> nn.Module:
+    if kind == "joint":
+        return nn.Linear(in_dim, len(labels))
+    if kind == "per_entity":
+        return PerEntityHead(in_dim, labels, max_entities)
+    raise ValueError(f"head type {kind!r}; accepted: {', '.join(HEAD_TYPES)}")
+
 
 class CVGClassifier(nn.Module):
     """s_t = softmax(W backbone(theta_agg(A_t)) + b) over the category's label set Y.
 
     One head (W, b) per category over that category's labels; a prompt whose own label set
-    is smaller (e.g. one moving object vs two) masks the other logits. Only ``aggregator``
-    and ``heads`` are trainable; the backbone is frozen at construction.
+    is smaller (e.g. one moving object vs two) masks the other logits. ``head_types`` makes a
+    category's head ``per_entity`` (joint labels "a/b" factorised over entities, see
+    ``PerEntityHead``); the default is ``joint``. Only ``aggregator`` and ``heads`` are
+    trainable; the backbone is frozen at construction.
     """
 
     def __init__(self, features: FeatureSpec, label_sets: dict[str, list[str]],
                  backbone: dict[str, Any], num_layer_heads: int, frames: int,
-                 aggregator: dict[str, Any] | None = None, meta: dict[str, Any] | None = None):
+                 aggregator: dict[str, Any] | None = None, meta: dict[str, Any] | None = None,
+                 head_types: dict[str, str] | None = None):
         super().__init__()
         self.features = features
         self.label_sets = {cat: list(labels) for cat, labels in label_sets.items()}
@@ -34,6 +77,11 @@ class CVGClassifier(nn.Module):
         self.aggregator_cfg = dict(aggregator or {})
         self.num_layer_heads, self.frames = num_layer_heads, frames
         self.meta = dict(meta or {})
+        unknown = sorted(set(head_types or {}) - set(self.label_sets))
+        if unknown:
+            raise ValueError(f"head_types name categories {unknown} that have no labels; "
+                             f"categories: {', '.join(self.label_sets)}")
+        self.head_types = {cat: (head_types or {}).get(cat, "joint") for cat in self.label_sets}
         self.backbone: Backbone = registry.build("backbone", self.backbone_cfg, frames=frames,
                                                  map_size=features.map_size).freeze()
         self.aggregator = AttentionAggregator(
@@ -41,8 +89,9 @@ class CVGClassifier(nn.Module):
             max_entities=features.max_entities, frames=frames, map_size=features.map_size,
             num_steps=len(features.steps), out_channels=self.backbone.in_channels,
             **self.aggregator_cfg)
-        self.heads = nn.ModuleDict({cat: nn.Linear(self.backbone.out_dim, len(labels))
-                                    for cat, labels in self.label_sets.items()})
+        self.heads = nn.ModuleDict({
+            cat: build_head(self.head_types[cat], self.backbone.out_dim, labels, features.max_entities)
+            for cat, labels in self.label_sets.items()})
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*self.aggregator.parameters(), *self.heads.parameters()]
@@ -89,7 +138,8 @@ class CVGClassifier(nn.Module):
         return {"features": self.features.to_dict(), "label_sets": self.label_sets,
                 "backbone": {**self.backbone_cfg, **self.backbone.config()},
                 "num_layer_heads": self.num_layer_heads, "frames": self.frames,
-                "aggregator": self.aggregator_cfg, "meta": self.meta}
+                "aggregator": self.aggregator_cfg, "meta": self.meta,
+                "head_types": self.head_types}
 
     def save(self, folder: Path | str) -> Path:
         """``classifier.safetensors`` (aggregator, heads, the frozen backbone) + ``config.json``."""
@@ -99,6 +149,14 @@ class CVGClassifier(nn.Module):
         save_file(state, folder / "classifier.safetensors")
         (folder / "config.json").write_text(json.dumps(self.config(), indent=1, sort_keys=True))
         return folder
+
+    @staticmethod
+    def fingerprint(folder: Path | str) -> str:
+        """A short hash of what defines a saved classifier: its weights and its config."""
+        h = hashlib.sha256()
+        for name in ("config.json", "classifier.safetensors"):
+            h.update((Path(folder) / name).read_bytes())
+        return h.hexdigest()[:12]
 
     @classmethod
     def load(cls, folder: Path | str) -> "CVGClassifier":

@@ -153,6 +153,8 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"features": features.to_dict(), "generator": generator.version(),
                               "categories": categories, "cache": str(cache_root),
                               "n_train": int(cfg.data.train), "n_val": int(cfg.data.val),
+                              "head_types": head_types(cfg, categories),
+                              "augment": list(cfg.optim.get("augment") or []),
                               "cache_minutes": (time.time() - started) / 60}
     vpos, vneg, vrows = caches["val"].load()
     report["val_sources"] = {s: sum(r["source"] == s for r in vrows) for s in ("real", "synthetic")}
@@ -160,9 +162,11 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
         model = CVGClassifier(features, label_sets, backbone,
                               num_layer_heads=probe.shape[3], frames=probe.shape[5],
                               aggregator=OmegaConf.to_container(cfg.aggregator),
+                              head_types=head_types(cfg, categories),
                               meta={"generator": generator.version(), "dual": dual, "variant": key})
         result = train_classifier(model, caches["train"], caches["val"], dual=dual,
-                                  seed=int(cfg.seed), checkpoint=checkpoint_path(cfg, cache_root, key, backbone),
+                                  seed=int(cfg.seed),
+                                  checkpoint=checkpoint_path(cfg, cache_root, key, backbone, categories),
                                   **OmegaConf.to_container(cfg.optim))
         report[key] = {"backbone": backbone.get("name"), "dual": dual,
                        "val_acc_pos": accuracy(model, vpos, vrows),
@@ -176,12 +180,22 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-def checkpoint_path(cfg: DictConfig, cache_root: Path, key: str, backbone: dict[str, Any]) -> Path:
+def checkpoint_path(cfg: DictConfig, cache_root: Path, key: str, backbone: dict[str, Any],
+                    categories: list[str]) -> Path:
     """A training checkpoint is resumed only by the same variant, data size and settings."""
     settings = {"backbone": backbone, "aggregator": OmegaConf.to_container(cfg.aggregator),
                 "optim": OmegaConf.to_container(cfg.optim), "seed": int(cfg.seed),
                 "n_train": int(cfg.data.train), "n_val": int(cfg.data.val)}
+    if head_types(cfg, categories):  # absent for joint heads: earlier checkpoints keep their names
+        settings["head_types"] = head_types(cfg, categories)
     return cache_root / "checkpoints" / f"{key}-{config_hash(settings)}.pt"
+
+
+def head_types(cfg: DictConfig, categories: list[str]) -> dict[str, str]:
+    """``head_types`` of the trained categories: category -> ``joint`` | ``per_entity``
+    (unnamed categories: joint; names of categories not trained here are ignored)."""
+    named = dict(OmegaConf.to_container(cfg.get("head_types") or {}, resolve=True))
+    return {c: kind for c, kind in named.items() if c in categories}
 
 
 def variants(cfg: DictConfig) -> list[tuple[str, bool, dict[str, Any]]]:

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from cvg_bench.cvg.augment import augment_batch, check_transforms
 from cvg_bench.cvg.classifier import CVGClassifier
 from cvg_bench.cvg.features import FeatureSpec, entity_maps
 from cvg_bench.records import atomic_write_text
@@ -178,14 +179,17 @@ def accuracy(model: CVGClassifier, maps: torch.Tensor, rows: list[dict[str, Any]
 def train_classifier(model: CVGClassifier, train: FeatureCache, val: FeatureCache | None,
                      dual: bool = True, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3,
                      seed: int = 0, log_fn: Callable[[dict], None] | None = None,
-                     checkpoint: Path | str | None = None, val_every: int = 5) -> dict[str, Any]:
+                     checkpoint: Path | str | None = None, val_every: int = 5,
+                     augment: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Optimise theta_agg and the heads only (the backbone is frozen; the generator is absent).
 
     ``checkpoint``: a file written atomically after every epoch (trainable weights, optimiser,
     random states, history); when it exists, training resumes after its epoch, and the
     result is the same as an uninterrupted run. ``val`` is scored every ``val_every`` epochs
-    and at the end.
+    and at the end. ``augment``: symmetries of the shapes world (``cvg.augment``), each
+    applied to half the batches with the labels they imply; validation is never augmented.
     """
+    augment = check_transforms(augment)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     pos, neg, rows = train.load()
@@ -205,8 +209,9 @@ def train_classifier(model: CVGClassifier, train: FeatureCache, val: FeatureCach
         model.train()
         losses = []
         for idx in batches_by_prompt_form(rows, batch_size, rng):
-            loss = dual_cross_entropy(model, pos[idx], neg[idx] if dual else None,
-                                      [rows[i] for i in idx])
+            (bpos, bneg), brows = augment_batch([pos[idx], neg[idx] if dual else None],
+                                                [rows[i] for i in idx], augment, rng)
+            loss = dual_cross_entropy(model, bpos, bneg, brows)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,0 +1,74 @@
+"""Symmetries of the shapes world as training augmentation for CVG's classifier.
+
+Mirroring a video left-right turns "A on the left of B" into "A on the right of B" and a
+leftward motion into a rightward one; mirroring top-bottom swaps above/below and up/down;
+playing it backwards reverses every motion and keeps every layout. The entity maps of the
+mirrored video are, to the generator's own approximate equivariance, the mirrored maps, so
+one inverted video gives up to eight labelled feature sets at no inversion cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+# transform -> the dimension of (batch, |T|, L, H, E, F, s, s) it flips
+TRANSFORMS: dict[str, int] = {"flip_x": -1, "flip_y": -2, "reverse_time": -3}
+
+_SWAP = {
+    "spatial_relationships": {
+        "flip_x": {"on the left of": "on the right of", "on the right of": "on the left of"},
+        "flip_y": {"above": "below", "below": "above"},
+        "reverse_time": {},
+    },
+    "motion_binding": {  # per object: labels "a" or "a/b"
+        "flip_x": {"left": "right", "right": "left"},
+        "flip_y": {"up": "down", "down": "up"},
+        "reverse_time": {"left": "right", "right": "left", "up": "down", "down": "up"},
+    },
+}
+
+
+def check_transforms(transforms: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [t for t in transforms if t not in TRANSFORMS]
+    if unknown:
+        raise ValueError(f"augmentations {unknown}; accepted: {', '.join(TRANSFORMS)}")
+    return tuple(transforms)
+
+
+def augmentable(category: str) -> bool:
+    return category in _SWAP
+
+
+def transform_label(category: str, label: str, transform: str) -> str:
+    """The label of the transformed video (an error for a category without a table)."""
+    if category not in _SWAP:
+        raise ValueError(f"no symmetry table for category {category!r}; augmentable: "
+                         f"{', '.join(_SWAP)}")
+    swap = _SWAP[category][transform]
+    if category == "motion_binding":
+        return "/".join(swap.get(part, part) for part in label.split("/"))
+    return swap.get(label, label)
+
+
+def augment_batch(maps: list[torch.Tensor | None], rows: list[dict[str, Any]],
+                  transforms: tuple[str, ...], rng: np.random.Generator
+                  ) -> tuple[list[torch.Tensor | None], list[dict[str, Any]]]:
+    """Apply each transform with probability 1/2 to the whole batch (one category): the maps
+    (p+ and p-, shape ``(batch, |T|, L, H, E, F, s, s)``) are flipped, the labels follow."""
+    if not transforms or not augmentable(rows[0]["category"]):
+        return maps, rows
+    chosen = [t for t in transforms if rng.random() < 0.5]
+    if not chosen:
+        return maps, rows
+    dims = [TRANSFORMS[t] for t in chosen]
+    maps = [m.flip(dims) if m is not None else None for m in maps]
+    out = []
+    for r in rows:
+        label = r["label"]
+        for t in chosen:
+            label = transform_label(r["category"], label, t)
+        out.append({**r, "label": label})
+    return maps, out
