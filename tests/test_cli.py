@@ -91,7 +91,7 @@ def test_run_refuses_to_resume_with_a_retrained_cvg_classifier(tmp_path):
 
     from safetensors.torch import load_file, save_file
 
-    from methods.cvg import DEFAULT_CLASSIFIER
+    from cvg_bench.methods.cvg import DEFAULT_CLASSIFIER
 
     clf = tmp_path / "classifier"
     shutil.copytree(DEFAULT_CLASSIFIER, clf)
