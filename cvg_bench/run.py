@@ -121,8 +121,10 @@ def run(cfg: DictConfig) -> RunSummary:
                      config_hash(run_identity(cfg)))
     store.check_writable()
     store.remove_stale_temps()
-    _check_same_generator(store, generator.version(), bool(cfg.force))
-    _check_same_method_weights(store, method.version(), bool(cfg.force))
+    # a retrained model at the same path has the same config, so the run hash cannot tell
+    # the two apart: a run folder holds one generator's and one method-weights' samples
+    _check_same_version(store, "generator_version", "generator", generator.version(), bool(cfg.force))
+    _check_same_version(store, "method_version", "method weights", method.version(), bool(cfg.force))
     versions, commit = library_versions(), git_commit()
     store.write_manifest({
         "run_hash": store.run_hash, "identity": run_identity(cfg),
@@ -151,23 +153,13 @@ def run(cfg: DictConfig) -> RunSummary:
     return summary
 
 
-def _check_same_generator(store: RunStore, version: str, force: bool) -> None:
-    """A run folder holds one generator's samples: the same config with other weights (e.g.
-    retrained ones at the same path) must not resume into it and mix the two."""
-    previous = (store.read_manifest() or {}).get("generator_version")
+def _check_same_version(store: RunStore, key: str, what: str, version: str | None,
+                        force: bool) -> None:
+    """Refuse to resume samples made with another ``what`` (the manifest's ``key``)."""
+    previous = (store.read_manifest() or {}).get(key)
     if previous and previous != version and not force and any(store.samples_dir.glob("*.json")):
         raise ValueError(
-            f"{store.root} holds samples of generator {previous!r}, but the generator is now "
-            f"{version!r}; use another results_dir, or force=true to recompute them")
-
-
-def _check_same_method_weights(store: RunStore, version: str | None, force: bool) -> None:
-    """Likewise for a method's trained weights (CVG's classifier): a retrained classifier at
-    the same path has the same config, so the run hash alone cannot tell the two apart."""
-    previous = (store.read_manifest() or {}).get("method_version")
-    if previous and previous != version and not force and any(store.samples_dir.glob("*.json")):
-        raise ValueError(
-            f"{store.root} holds samples of method weights {previous!r}, but they are now "
+            f"{store.root} holds samples of {what} {previous!r}, but this run has {what} "
             f"{version!r}; use another results_dir, or force=true to recompute them")
 
 

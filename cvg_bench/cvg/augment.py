@@ -48,9 +48,7 @@ def transform_label(category: str, label: str, transform: str) -> str:
         raise ValueError(f"no symmetry table for category {category!r}; augmentable: "
                          f"{', '.join(_SWAP)}")
     swap = _SWAP[category][transform]
-    if category == "motion_binding":
-        return "/".join(swap.get(part, part) for part in label.split("/"))
-    return swap.get(label, label)
+    return "/".join(swap.get(part, part) for part in label.split("/"))  # "a/b": per object
 
 
 def augment_batch(maps: list[torch.Tensor | None], rows: list[dict[str, Any]],

@@ -36,7 +36,6 @@ class PerEntityHead(nn.Module):
         if max(len(p) for p in parts) > max_entities:
             raise ValueError(f"labels {labels} name more entities than max_entities={max_entities}")
         self.atoms = sorted({a for p in parts for a in p}, key=[a for p in parts for a in p].index)
-        self.entities = max_entities
         self.linear = nn.Linear(in_dim, max_entities * len(self.atoms))
         combine = torch.zeros(len(labels), max_entities * len(self.atoms))
         for row, p in enumerate(parts):

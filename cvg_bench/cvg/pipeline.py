@@ -149,11 +149,12 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
         return {"cache": str(cache_root), "cache_task": task, "cache_tasks": tasks,
                 "missing_shards": missing, "cache_minutes": (time.time() - started) / 60}
     label_sets = {c: _union_labels(c, label_set) for c in categories}
+    heads = head_types(cfg, categories)
     probe = caches["val"].load()[0]
     report: dict[str, Any] = {"features": features.to_dict(), "generator": generator.version(),
                               "categories": categories, "cache": str(cache_root),
                               "n_train": int(cfg.data.train), "n_val": int(cfg.data.val),
-                              "head_types": head_types(cfg, categories),
+                              "head_types": heads,
                               "augment": list(cfg.optim.get("augment") or []),
                               "cache_minutes": (time.time() - started) / 60}
     vpos, vneg, vrows = caches["val"].load()
@@ -162,11 +163,11 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
         model = CVGClassifier(features, label_sets, backbone,
                               num_layer_heads=probe.shape[3], frames=probe.shape[5],
                               aggregator=OmegaConf.to_container(cfg.aggregator),
-                              head_types=head_types(cfg, categories),
+                              head_types=heads,
                               meta={"generator": generator.version(), "dual": dual, "variant": key})
         result = train_classifier(model, caches["train"], caches["val"], dual=dual,
                                   seed=int(cfg.seed),
-                                  checkpoint=checkpoint_path(cfg, cache_root, key, backbone, categories),
+                                  checkpoint=checkpoint_path(cfg, cache_root, key, backbone, heads),
                                   **OmegaConf.to_container(cfg.optim))
         report[key] = {"backbone": backbone.get("name"), "dual": dual,
                        "val_acc_pos": accuracy(model, vpos, vrows),
@@ -181,13 +182,13 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
 
 
 def checkpoint_path(cfg: DictConfig, cache_root: Path, key: str, backbone: dict[str, Any],
-                    categories: list[str]) -> Path:
+                    heads: dict[str, str]) -> Path:
     """A training checkpoint is resumed only by the same variant, data size and settings."""
     settings = {"backbone": backbone, "aggregator": OmegaConf.to_container(cfg.aggregator),
                 "optim": OmegaConf.to_container(cfg.optim), "seed": int(cfg.seed),
                 "n_train": int(cfg.data.train), "n_val": int(cfg.data.val)}
-    if head_types(cfg, categories):  # absent for joint heads: earlier checkpoints keep their names
-        settings["head_types"] = head_types(cfg, categories)
+    if heads:  # absent for joint heads: earlier checkpoints keep their names
+        settings["head_types"] = heads
     return cache_root / "checkpoints" / f"{key}-{config_hash(settings)}.pt"
 
 
