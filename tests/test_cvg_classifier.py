@@ -284,6 +284,46 @@ def test_cache_tasks_split_the_shards_and_together_equal_one_build(tmp_path, mon
         training.build_feature_cache(None, example, FEATS, split, 7, 2, task=2, num_tasks=2)
 
 
+def test_sequential_cache_resumes_after_its_last_shard_without_redrawing(tmp_path, monkeypatch):
+    """Extending a sequential cache draws only the new examples and equals one long build."""
+    from cvg_bench.cvg import pipeline, training
+    from cvg_bench.cvg.pipeline import example_source
+
+    monkeypatch.setattr(training, "featurize", lambda g, v, s, f:
+                        torch.from_numpy(v.astype(np.float32)).mean() + torch.zeros(2, 3))
+    draws = []
+    real_draw = pipeline._draw
+    monkeypatch.setattr(pipeline, "_draw", lambda *a: draws.append(1) or real_draw(*a))
+    cats = ["spatial_relationships", "motion_binding"]
+
+    def stream():
+        return example_source(_shapes_stream_cfg("sequential"), None, cats, seed=4)
+
+    def timeless(cache):
+        pos, neg, rows = cache.load()
+        return pos, neg, [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    whole = timeless(training.build_feature_cache(None, stream(), FEATS,
+                                                  FeatureCache(tmp_path / "one"), 6, 2))
+    grown = FeatureCache(tmp_path / "two")
+    training.build_feature_cache(None, stream(), FEATS, grown, 4, 2)
+    draws.clear()
+    training.build_feature_cache(None, stream(), FEATS, grown, 6, 2)
+    assert len(draws) == 2  # only shard 2's examples (no synthetic rejections here)
+    for a, b in zip(whole[:2], timeless(grown)[:2]):
+        assert torch.equal(a, b)
+    assert whole[2] == timeless(grown)[2]
+    # a cache from before stream states were kept is drawn through once, then resumes
+    for path in grown.root.glob("*.stream.json"):
+        path.unlink()
+    (grown.root / "shard-00002.jsonl").unlink()
+    draws.clear()
+    training.build_feature_cache(None, stream(), FEATS, grown, 6, 2)
+    assert len(draws) == 6 and whole[2] == timeless(grown)[2]
+    assert sorted(p.name for p in grown.root.glob("*.stream.json")) == [
+        f"shard-0000{i}.stream.json" for i in range(3)]
+
+
 def test_a_cache_task_builds_its_shards_and_stops_before_training(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,21 +69,46 @@ def _draw(generator, rng: np.random.Generator, category: str, split: str, video_
     return video, spec, negative(spec, rng), source
 
 
-def shapes_examples(generator, categories: list[str], split: str, seed: int,
-                    synthetic_fraction: float, render_cfg: dict[str, Any]) -> Iterator[Example]:
+class SequentialExamples:
     """The ``sequential`` stream: endless and deterministic, one rng over all examples (so
-    example i needs examples 0..i-1 first; the committed classifier was trained on it)."""
-    from cvg_bench.shapes.render import RenderConfig
+    example i needs examples 0..i-1 first; the committed classifier was trained on it).
+    ``state``/``restore`` let a cache resume after its last finished shard without
+    re-drawing (and re-sampling the synthetic videos of) the shards before it."""
 
-    rng = np.random.default_rng(seed)
-    cfg = RenderConfig(**render_cfg)
-    i = 0
-    while True:
-        example = _draw(generator, rng, categories[i % len(categories)], split,
-                        seed * 1_000_003 + i, synthetic_fraction, cfg)
-        i += 1
-        if example is not None:
-            yield example
+    def __init__(self, generator, categories: list[str], split: str, seed: int,
+                 synthetic_fraction: float, render_cfg: dict[str, Any]):
+        from cvg_bench.shapes.render import RenderConfig
+
+        self.generator, self.categories, self.split = generator, categories, split
+        self.seed, self.synthetic_fraction = seed, synthetic_fraction
+        self.render_cfg = RenderConfig(**render_cfg)
+        self.rng = np.random.default_rng(seed)
+        self.i = 0  # draws so far, rejected synthetic ones included (they set the video seed)
+
+    def __iter__(self) -> "SequentialExamples":
+        return self
+
+    def __next__(self) -> Example:
+        while True:
+            example = _draw(self.generator, self.rng, self.categories[self.i % len(self.categories)],
+                            self.split, self.seed * 1_000_003 + self.i, self.synthetic_fraction,
+                            self.render_cfg)
+            self.i += 1
+            if example is not None:
+                return example
+
+    def state(self) -> dict[str, Any]:
+        return {"i": self.i, "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.i = int(state["i"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+def shapes_examples(generator, categories: list[str], split: str, seed: int,
+                    synthetic_fraction: float, render_cfg: dict[str, Any]) -> SequentialExamples:
+    """The ``sequential`` stream of (video, p+, p-, source) examples."""
+    return SequentialExamples(generator, categories, split, seed, synthetic_fraction, render_cfg)
 
 
 def indexed_example(generator, categories: list[str], split: str, seed: int,

@@ -69,6 +69,26 @@ class FeatureCache:
         tmp.replace(tensors)  # the jsonl is written last: a shard counts once both exist
         atomic_write_text(meta, "".join(json.dumps(r) + "\n" for r in rows))
 
+    def stream_state_path(self, index: int) -> Path:
+        return self.root / f"shard-{index:05d}.stream.json"
+
+    def write_stream_state(self, index: int, state: dict[str, Any]) -> None:
+        """The sequential stream's state after shard ``index``'s examples were drawn."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.stream_state_path(index), json.dumps(state))
+
+    def resume_point(self, shards: list[int]) -> tuple[int, dict[str, Any] | None]:
+        """How many leading ``shards`` are finished with the stream state after the last of
+        them saved, and that state: a sequential build starts drawing there."""
+        done, state = 0, None
+        for n, index in enumerate(shards):
+            if not (self.has_shard(index) and self.stream_state_path(index).exists()):
+                break
+            done = n + 1
+        if done:
+            state = json.loads(self.stream_state_path(shards[done - 1]).read_text())
+        return done, state
+
     def missing_shards(self, num_examples: int, shard_size: int) -> list[int]:
         return [i for i in range(-(-num_examples // shard_size)) if not self.has_shard(i)]
 
@@ -92,7 +112,8 @@ def build_feature_cache(generator, examples: Iterable[Example] | Callable[[int],
     ``examples`` is deterministic: shard i always holds examples [i*size, (i+1)*size). An
     iterator must be consumed in order, so only one process can build it; a function
     ``i -> example`` lets ``num_tasks`` processes split the shards (task k builds shards
-    k, k + num_tasks, ...), e.g. as the tasks of a SLURM array.
+    k, k + num_tasks, ...), e.g. as the tasks of a SLURM array. A sequential stream with
+    ``state``/``restore`` saves its state after each shard and resumes from the last one.
     """
     if not 0 <= task < num_tasks:
         raise ValueError(f"cache task {task} is not in 0..{num_tasks - 1}")
@@ -105,9 +126,17 @@ def build_feature_cache(generator, examples: Iterable[Example] | Callable[[int],
     mine = [i for i in range(n_shards) if i % num_tasks == task]
     sizes = {i: min(shard_size, num_examples - i * shard_size) for i in range(n_shards)}
     bar = tqdm(total=sum(sizes[i] for i in mine), desc="dual inversion", unit="video")
+    if not indexed and hasattr(it, "restore"):  # skip the finished shards without drawing them
+        done, state = cache.resume_point(mine)
+        if state is not None:
+            it.restore(state)
+            bar.update(sum(sizes[i] for i in mine[:done]))
+            mine = mine[done:]
     for index in mine:
-        if not indexed:  # drawn even for a finished shard: the next shard's examples follow
+        if not indexed:  # a finished shard with no saved state (an older cache) is drawn again
             batch = [next(it) for _ in range(sizes[index])]
+            if hasattr(it, "state") and not cache.stream_state_path(index).exists():
+                cache.write_stream_state(index, it.state())
         if cache.has_shard(index):
             bar.update(sizes[index])
             continue
