@@ -27,7 +27,7 @@ class CVG(EnergyGuidance):
     def __init__(self, classifier: str | None = None, guided_steps: int = 2, eta: float = 0.1,
                  eta_schedule: str = "constant", grad_norm: str = "normalize",
                  max_grad_norm: float = 1.0, iterations: int = 1,
-                 allow_other_generator: bool = False) -> None:
+                 allow_other_generator: bool = False, symmetrize: bool = False) -> None:
         super().__init__(guided_steps=guided_steps, eta=eta, eta_schedule=eta_schedule,
                          grad_norm=grad_norm, max_grad_norm=max_grad_norm, iterations=iterations)
         self.classifier = CVGClassifier.load(classifier or DEFAULT_CLASSIFIER)
@@ -41,6 +41,7 @@ class CVG(EnergyGuidance):
                              f"the classifier was trained on T = {list(trained)}")
         self.supported_categories = tuple(self.classifier.label_sets)
         self.allow_other_generator = allow_other_generator
+        self.symmetrize = symmetrize
 
     def version(self) -> str:
         """A hash of the classifier's weights and config (its docs and report are not part)."""
@@ -77,5 +78,6 @@ class CVG(EnergyGuidance):
         maps, _ = entity_maps(attn, state["tokens"], clf.features)
         maps = maps.float()  # the classifier runs in float32 whatever the generator's dtype
         slot = torch.tensor([clf.step_slot(ctx.step_index)], device=maps.device)
-        log_s = clf.log_probs(maps[None], slot, spec.category, spec.label_set)
+        score = clf.symmetrized_log_probs if self.symmetrize else clf.log_probs
+        log_s = score(maps[None], slot, spec.category, spec.label_set)
         return -log_s[0, state["target"]]

@@ -451,3 +451,30 @@ def test_augmentation_names_are_checked():
         check_transforms(["flip_x", "rotate"])
     with pytest.raises(ValueError, match="no symmetry table for category 'numeracy'"):
         transform_label("numeracy", "3", "flip_x")
+
+
+def test_symmetrized_score_is_invariant_under_every_symmetry():
+    """s_sym(g A)[g y] = s_sym(A)[y] for all 8 g: the symmetrised score reads the same
+    composition from a mirrored or reversed video; a wrong label map would break it."""
+    from cvg_bench.cvg.augment import apply_to_label, apply_to_maps, symmetry_group
+
+    torch.manual_seed(0)
+    model = CVGClassifier(FEATS, {**MOTION, "spatial_relationships": ["on the left of", "on the right of", "above", "below"]},
+                          {"name": "none"}, num_layer_heads=2, frames=4,
+                          head_types={"motion_binding": "per_entity"})
+    model.eval()
+    x, step = moving_maps("left", "up", np.random.default_rng(1))[0][None], torch.tensor([0])
+    for category in ("motion_binding", "spatial_relationships"):
+        labels = model.label_sets[category]
+        base = model.symmetrized_log_probs(x, step, category)
+        plain = model.log_probs(x, step, category)
+        assert not torch.allclose(base, plain)  # it is not the plain score
+        for g in symmetry_group():
+            moved = model.symmetrized_log_probs(apply_to_maps(x, g), step, category)
+            idx = [labels.index(apply_to_label(category, y, g)) for y in labels]
+            assert torch.allclose(moved[:, idx], base, atol=1e-5), (category, g)
+    one_object = list(DIRS)  # a prompt's own Y (closed under the symmetries): the rest masked
+    sym = model.symmetrized_log_probs(x, step, "motion_binding", one_object)
+    assert torch.isinf(sym[0, len(DIRS):]).all() and torch.isfinite(sym[0, :len(DIRS)]).all()
+    with pytest.raises(ValueError, match="not closed under flip_x"):
+        model.symmetrized_log_probs(x, step, "motion_binding", ["left", "up"])

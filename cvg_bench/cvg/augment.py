@@ -51,6 +51,23 @@ def transform_label(category: str, label: str, transform: str) -> str:
     return "/".join(swap.get(part, part) for part in label.split("/"))  # "a/b": per object
 
 
+def symmetry_group(transforms: tuple[str, ...] = tuple(TRANSFORMS)) -> list[tuple[str, ...]]:
+    """Every composition of ``transforms`` (they commute and are involutions): 2^n elements."""
+    return [tuple(t for k, t in enumerate(transforms) if mask >> k & 1)
+            for mask in range(2 ** len(transforms))]
+
+
+def apply_to_maps(maps: torch.Tensor, element: tuple[str, ...]) -> torch.Tensor:
+    """``maps`` of any shape ending in (frames, s, s), transformed by a group element."""
+    return maps.flip([TRANSFORMS[t] for t in element]) if element else maps
+
+
+def apply_to_label(category: str, label: str, element: tuple[str, ...]) -> str:
+    for t in element:
+        label = transform_label(category, label, t)
+    return label
+
+
 def augment_batch(maps: list[torch.Tensor | None], rows: list[dict[str, Any]],
                   transforms: tuple[str, ...], rng: np.random.Generator
                   ) -> tuple[list[torch.Tensor | None], list[dict[str, Any]]]:

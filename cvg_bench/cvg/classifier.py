@@ -14,6 +14,7 @@ from torch import nn
 from cvg_bench import registry
 from cvg_bench.backbones.base import Backbone
 from cvg_bench.cvg.aggregator import AttentionAggregator
+from cvg_bench.cvg.augment import apply_to_label, apply_to_maps, augmentable, symmetry_group
 from cvg_bench.cvg.features import FeatureSpec
 
 HEAD_TYPES = ("joint", "per_entity")
@@ -125,6 +126,26 @@ class CVGClassifier(nn.Module):
         logits = self.logits(maps, step_slot, category)
         mask = self.label_mask(category, allowed).to(logits.device)
         return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+
+    def symmetrized_log_probs(self, maps: torch.Tensor, step_slot: torch.Tensor, category: str,
+                              allowed: list[str] | tuple[str, ...] | None = None) -> torch.Tensor:
+        """Mean over the shapes world's symmetries g (mirrors, time reversal) of
+        log s(g A)[g y]: the classifier read on all 8 transformed volumes, each label mapped
+        with its transform (a log geometric mean; categories without symmetries: log s)."""
+        if not augmentable(category):
+            return self.log_probs(maps, step_slot, category, allowed)
+        labels = self.label_sets[category]
+        kept = set(allowed or labels)
+        total = None
+        for g in symmetry_group():
+            moved = [apply_to_label(category, y, g) for y in labels]
+            if any(m not in labels or (y in kept) != (m in kept) for y, m in zip(labels, moved)):
+                raise ValueError(f"the label set {sorted(kept)} of {category!r} is not closed "
+                                 f"under {'+'.join(g)}: cannot symmetrise")
+            log_s = self.log_probs(apply_to_maps(maps, g), step_slot, category, allowed)
+            part = log_s[:, [labels.index(m) for m in moved]]
+            total = part if total is None else total + part
+        return total / len(symmetry_group())
 
     def label_index(self, category: str, label: str) -> int:
         labels = self.label_sets[category]
