@@ -478,3 +478,15 @@ def test_symmetrized_score_is_invariant_under_every_symmetry():
     assert torch.isinf(sym[0, len(DIRS):]).all() and torch.isfinite(sym[0, :len(DIRS)]).all()
     with pytest.raises(ValueError, match="not closed under flip_x"):
         model.symmetrized_log_probs(x, step, "motion_binding", ["left", "up"])
+
+
+def test_evaluate_reads_the_cache_like_the_training_accuracy(tmp_path):
+    from cvg_bench.cvg.evaluate import evaluate, group_of
+
+    torch.manual_seed(0)
+    model = CVGClassifier(FEATS, LABELS, {"name": "none"}, num_layer_heads=2, frames=4)
+    pos, _, rows = make_cache(tmp_path, 24, 0, leak=False).load()
+    result = evaluate(model, pos, rows)
+    assert result["spatial_relationships"]["n"] == 24 * 2  # videos x steps of T
+    assert result["spatial_relationships"]["plain"] == accuracy(model, pos, rows)["spatial_relationships"]
+    assert group_of({"category": "motion_binding", "label": "up/left"}) == "motion_binding/2obj"
