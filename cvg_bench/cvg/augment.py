@@ -78,12 +78,6 @@ def augment_batch(maps: list[torch.Tensor | None], rows: list[dict[str, Any]],
     chosen = [t for t in transforms if rng.random() < 0.5]
     if not chosen:
         return maps, rows
-    dims = [TRANSFORMS[t] for t in chosen]
-    maps = [m.flip(dims) if m is not None else None for m in maps]
-    out = []
-    for r in rows:
-        label = r["label"]
-        for t in chosen:
-            label = transform_label(r["category"], label, t)
-        out.append({**r, "label": label})
-    return maps, out
+    element = tuple(chosen)
+    maps = [apply_to_maps(m, element) if m is not None else None for m in maps]
+    return maps, [{**r, "label": apply_to_label(r["category"], r["label"], element)} for r in rows]

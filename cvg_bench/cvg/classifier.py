@@ -136,16 +136,19 @@ class CVGClassifier(nn.Module):
             return self.log_probs(maps, step_slot, category, allowed)
         labels = self.label_sets[category]
         kept = set(allowed or labels)
-        total = None
-        for g in symmetry_group():
+        group = symmetry_group()
+        columns = []
+        for g in group:
             moved = [apply_to_label(category, y, g) for y in labels]
             if any(m not in labels or (y in kept) != (m in kept) for y, m in zip(labels, moved)):
                 raise ValueError(f"the label set {sorted(kept)} of {category!r} is not closed "
                                  f"under {'+'.join(g)}: cannot symmetrise")
-            log_s = self.log_probs(apply_to_maps(maps, g), step_slot, category, allowed)
-            part = log_s[:, [labels.index(m) for m in moved]]
-            total = part if total is None else total + part
-        return total / len(symmetry_group())
+            columns.append([labels.index(m) for m in moved])
+        # one classifier pass over the 8 transformed copies, stacked along the batch
+        stacked = torch.cat([apply_to_maps(maps, g) for g in group])
+        log_s = self.log_probs(stacked, step_slot.repeat(len(group)), category, allowed)
+        log_s = log_s.view(len(group), maps.shape[0], -1)
+        return sum(log_s[k][:, cols] for k, cols in enumerate(columns)) / len(group)
 
     def label_index(self, category: str, label: str) -> int:
         labels = self.label_sets[category]

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cvg_bench.cvg.classifier import CVGClassifier
-from cvg_bench.cvg.training import FeatureCache, batches_by_prompt_form
+from cvg_bench.cvg.training import FeatureCache, accuracy
 
 
 def group_of(row: dict[str, Any]) -> str:
@@ -30,21 +30,14 @@ def group_of(row: dict[str, Any]) -> str:
 def evaluate(clf: CVGClassifier, maps: torch.Tensor, rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """{group: {"n", "plain", "symmetrized"}}: argmax accuracy over each prompt's own Y, at
     every step of T (n counts video-steps)."""
-    clf.eval()
-    hits: dict[str, dict[str, list[bool]]] = {}
-    for idx in batches_by_prompt_form(rows, 256, np.random.default_rng(0)):
-        sub = [rows[i] for i in idx]
-        category, allowed = sub[0]["category"], sub[0]["label_set"]
-        target = torch.tensor([clf.label_index(category, r["label"]) for r in sub])
-        for slot in range(maps.shape[1]):
-            steps = torch.full((len(idx),), slot)
-            for how, score in (("plain", clf.log_probs), ("symmetrized", clf.symmetrized_log_probs)):
-                right = (score(maps[idx, slot], steps, category, allowed).argmax(-1) == target).tolist()
-                for r, ok in zip(sub, right):
-                    for group in {category, group_of(r)}:
-                        hits.setdefault(group, {}).setdefault(how, []).append(ok)
-    return {g: {"n": len(h["plain"]), **{k: float(np.mean(v)) for k, v in h.items()}}
-            for g, h in sorted(hits.items())}
+    def groups(row: dict[str, Any]) -> set[str]:
+        return {row["category"], group_of(row)}
+
+    read = {how: accuracy(clf, maps, rows, score=score, groups=groups)
+            for how, score in (("plain", clf.log_probs), ("symmetrized", clf.symmetrized_log_probs))}
+    counts = Counter(g for r in rows for g in groups(r))
+    return {g: {"n": counts[g] * maps.shape[1], **{how: read[how][g] for how in read}}
+            for g in sorted(counts)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,12 +105,6 @@ class SequentialExamples:
         self.rng.bit_generator.state = state["rng"]
 
 
-def shapes_examples(generator, categories: list[str], split: str, seed: int,
-                    synthetic_fraction: float, render_cfg: dict[str, Any]) -> SequentialExamples:
-    """The ``sequential`` stream of (video, p+, p-, source) examples."""
-    return SequentialExamples(generator, categories, split, seed, synthetic_fraction, render_cfg)
-
-
 def indexed_example(generator, categories: list[str], split: str, seed: int,
                     synthetic_fraction: float, render_cfg: dict[str, Any], i: int) -> Example:
     """Example i of the ``indexed`` stream: drawn from its own rng (seed, i, attempt), so any
@@ -136,7 +130,7 @@ def example_source(cfg: DictConfig, generator, categories: list[str], seed: int)
     args = (generator, categories, cfg.data.split, int(seed), float(cfg.data.synthetic_fraction),
             OmegaConf.to_container(cfg.data.render, resolve=True))
     if stream == "sequential":
-        return shapes_examples(*args)
+        return SequentialExamples(*args)
     return lambda i: indexed_example(*args, i)
 
 

@@ -188,18 +188,24 @@ def batches_by_prompt_form(rows: list[dict[str, Any]], batch_size: int,
 
 
 @torch.no_grad()
-def accuracy(model: CVGClassifier, maps: torch.Tensor, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Per-category accuracy of the argmax over each prompt's own label set, at every step."""
+def accuracy(model: CVGClassifier, maps: torch.Tensor, rows: list[dict[str, Any]],
+             score: Callable[..., torch.Tensor] | None = None,
+             groups: Callable[[dict[str, Any]], Iterable[str]] | None = None) -> dict[str, float]:
+    """Per-category accuracy of the argmax over each prompt's own label set, at every step.
+    ``score``: the reading (default ``model.log_probs``); ``groups``: the keys a row counts
+    under (default its category)."""
     model.eval()
+    score = score or model.log_probs
     hits: dict[str, list[float]] = {}
     for idx in batches_by_prompt_form(rows, 256, np.random.default_rng(0)):
         sub = [rows[i] for i in idx]
+        target = torch.tensor([model.label_index(r["category"], r["label"]) for r in sub])
         for slot in range(maps.shape[1]):
-            log_s = model.log_probs(maps[idx, slot], torch.full((len(idx),), slot),
-                                    sub[0]["category"], sub[0]["label_set"])
-            pred = log_s.argmax(-1)
-            target = torch.tensor([model.label_index(r["category"], r["label"]) for r in sub])
-            hits.setdefault(sub[0]["category"], []).extend((pred == target).float().tolist())
+            log_s = score(maps[idx, slot], torch.full((len(idx),), slot),
+                          sub[0]["category"], sub[0]["label_set"])
+            for r, ok in zip(sub, (log_s.argmax(-1) == target).float().tolist()):
+                for key in (groups(r) if groups else (r["category"],)):
+                    hits.setdefault(key, []).append(ok)
     out = {cat: float(np.mean(v)) for cat, v in hits.items()}
     out["mean"] = float(np.mean(list(out.values()))) if out else float("nan")
     return out
