@@ -84,7 +84,8 @@ def build_generator(cfg: DictConfig):
         kwargs = {k: v for k, v in OmegaConf.to_container(cfg.generator).items()
                   if k not in ("name", "random", "path")}
         return TinyGenerator.random(**kwargs)
-    return registry.build("generator", cfg.generator)
+    return registry.build("generator", {k: v for k, v in OmegaConf.to_container(cfg.generator).items()
+                                        if k != "random"})
 
 
 def random_classifier(generator, layers: list[str], guided_steps: int, folder: Path) -> Path:
@@ -110,6 +111,9 @@ def _two(category: str, label_set) -> tuple[str, ...]:
 
 
 def method_costs(cfg: DictConfig, generator, specs, methods: dict[str, dict]) -> dict[str, dict]:
+    # One untimed video first: the first sample of a process pays one-off set-up (allocator,
+    # kernels), which would otherwise be billed to whichever method is measured first.
+    generator.sample(specs[0], 0)
     out = {}
     for name, mcfg in methods.items():
         method = registry.build("method", mcfg)
@@ -134,8 +138,8 @@ def method_costs(cfg: DictConfig, generator, specs, methods: dict[str, dict]) ->
 class GuidedStep:
     """One CVG guided step at the first timestep, from seed 0's initial latents, in parts."""
 
-    def __init__(self, generator, spec, clf_path: Path) -> None:
-        self.generator, self.spec = generator, spec
+    def __init__(self, generator, spec, clf_path: Path, symmetrize: bool = False) -> None:
+        self.generator, self.spec, self.symmetrize = generator, spec, symmetrize
         self.clf = CVGClassifier.load(clf_path)
         self.clf.requires_grad_(False)
         self.tokens = generator.prompt_tokens(spec)
@@ -149,10 +153,12 @@ class GuidedStep:
         return z, self.generator.capture(z, self.t, self.spec, self.selection, early_exit=early)
 
     def loss(self, attn) -> torch.Tensor:
-        """Aggregator + backbone + head: -log s_t[y]."""
+        """Aggregator + backbone + head: -log s_t[y] (read on the 8 mirrored / reversed
+        volumes and averaged if ``symmetrize``, as the `cvg` method does)."""
         maps, _ = entity_maps(attn, self.tokens, self.clf.features)
-        return -self.clf.log_probs(maps[None], torch.tensor([0]), self.spec.category,
-                                   self.spec.label_set)[0, self.target]
+        score = self.clf.symmetrized_log_probs if self.symmetrize else self.clf.log_probs
+        return -score(maps[None], torch.tensor([0]), self.spec.category,
+                      self.spec.label_set)[0, self.target]
 
     def update(self, early: bool, eta: float = 0.1) -> torch.Tensor:
         """forward + loss + backward + the update of z_t."""
@@ -161,9 +167,10 @@ class GuidedStep:
         return z - eta * grad
 
 
-def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path) -> dict[str, float]:
+def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path,
+                          symmetrize: bool = False) -> dict[str, float]:
     """One CVG guided step, split into its parts, with and without early exit."""
-    step = GuidedStep(generator, spec, clf_path)
+    step = GuidedStep(generator, spec, clf_path, symmetrize)
     reps = cfg.repeats
 
     attn = step.forward(True)[1]
@@ -256,6 +263,27 @@ def scaling(cfg: DictConfig, spec, out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _trained_path(cfg: DictConfig) -> Path:
+    from cvg_bench.methods.cvg import DEFAULT_CLASSIFIER
+
+    return Path(cfg.trained_cvg.classifier or DEFAULT_CLASSIFIER)
+
+
+def trained_cvg_methods(cfg: DictConfig) -> dict[str, dict]:
+    """The committed (or a given) CVG classifier at a chosen setting, read symmetrised and
+    plainly: what guidance costs as shipped (its layers L and steps T are its own)."""
+    tc = cfg.get("trained_cvg")
+    if not tc or not tc.enabled:
+        return {}
+    if cfg.generator.get("random", False):
+        raise ValueError("trained_cvg.enabled=true needs the generator the classifier was trained "
+                         "on: set generator.random=false (random weights: trained_cvg.enabled=false)")
+    base = {"name": "cvg", "classifier": str(_trained_path(cfg)),
+            "guided_steps": int(tc.guided_steps), "eta": float(tc.eta)}
+    return {"cvg_trained": {**base, "symmetrize": True},
+            "cvg_trained_plain": {**base, "symmetrize": False}}
+
+
 def training_throughput(generator, spec, features_layers: list[str]) -> dict[str, float]:
     """Dual inversion + feature capture of one video (what the classifier's cache costs)."""
     from cvg_bench.cvg.training import featurize
@@ -291,12 +319,20 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
                "layout_energy": {"name": "layout_energy", **base},
                "binding_energy": {"name": "binding_energy", **base},
                "cvg": {"name": "cvg", "classifier": str(clf_paths[cfg.cvg_layers]), **base}}
+    trained = trained_cvg_methods(cfg)
+    methods.update(trained)
     report["methods"] = method_costs(cfg, generator, specs, methods)
     van = report["methods"]["vanilla"]
     for row in report["methods"].values():
         row["time_ratio"] = row["sec_per_video"] / van["sec_per_video"]
+        # The sampler's own work is the same with and without guidance, so this ratio does not
+        # carry the video-to-video timing noise of a shared machine (ratios < 1 above are noise).
+        row["guidance_time_ratio"] = 1 + row["guidance_sec"] / van["sec_per_video"]
         row["peak_ratio"] = row["peak_mb"] / max(van["peak_mb"], 1e-9)
     report["step"] = {k: guided_step_breakdown(cfg, generator, specs[0], p) for k, p in clf_paths.items()}
+    for name, mcfg in trained.items():
+        report["step"][name] = guided_step_breakdown(cfg, generator, specs[0], _trained_path(cfg),
+                                                     mcfg["symmetrize"])
     step = report["step"][cfg.cvg_layers]
     report["floor_time_ratio"] = 1 + cfg.guided_steps * step["guided_step_early_exit_s"] / van["sec_per_video"]
     report["early_exit_ratio"] = {k: s["forward_early_exit_s"] / s["forward_full_s"] for k, s in report["step"].items()}
@@ -313,11 +349,13 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
 def to_markdown(r: dict[str, Any]) -> str:
     lines = [f"generator `{r['generator']}`, {r['num_inference_steps']} steps, "
              f"{r['guided_steps']} guided, torch threads {r['threads']}", "",
-             "| method | s/video | x vanilla | guidance s | peak MB | x vanilla | videos |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | s/video | x vanilla | guidance s | 1 + guidance / vanilla | peak MB | x vanilla "
+             "| videos |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in r["methods"].items():
         lines.append(f"| {name} | {m['sec_per_video']:.3f} | {m['time_ratio']:.2f} | "
-                     f"{m['guidance_sec']:.3f} | {m['peak_mb']:.0f} | {m['peak_ratio']:.2f} | {m['videos']} |")
+                     f"{m['guidance_sec']:.3f} | {m.get('guidance_time_ratio', float('nan')):.3f} | "
+                     f"{m['peak_mb']:.0f} | {m['peak_ratio']:.2f} | {m['videos']} |")
     lines += ["", f"floor (1 + guided steps x one partial forward+backward / vanilla video): "
                   f"{r['floor_time_ratio']:.3f}x", "",
               "| CVG layers | fwd early-exit s | fwd full s | early/full | classifier s | "

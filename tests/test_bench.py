@@ -56,3 +56,32 @@ def test_guided_step_breakdown_parts_and_early_exit_on_a_tiny_random_generator(t
     assert out["weights_mb"] > 0 and out["guided_step_peak_mb"] >= 0  # tiny: may fit freed pages
     costs = _step_costs(gen, spec, clf, 1)
     assert costs["plain_forward_s"] > 0 and costs["guided_step_s"] > 0
+    sym = guided_step_breakdown(OmegaConf.create({"repeats": 1}), gen, spec, clf, symmetrize=True)
+    assert sym["early_exit_maps_identical"] is True and sym["classifier_s"] > 0
+
+
+def test_trained_cvg_rows_need_the_generator_the_classifier_was_trained_on():
+    from omegaconf import OmegaConf
+
+    from cvg_bench.bench import trained_cvg_methods
+
+    cfg = OmegaConf.create({"generator": {"random": False},
+                            "trained_cvg": {"enabled": True, "classifier": None,
+                                            "guided_steps": 5, "eta": 0.2}})
+    rows = trained_cvg_methods(cfg)
+    assert [r["symmetrize"] for r in rows.values()] == [True, False]
+    assert all(r["guided_steps"] == 5 and r["eta"] == 0.2 for r in rows.values())
+    cfg.trained_cvg.enabled = False
+    assert trained_cvg_methods(cfg) == {}
+    cfg.trained_cvg.enabled, cfg.generator.random = True, True
+    with pytest.raises(ValueError, match="generator.random=false"):
+        trained_cvg_methods(cfg)
+
+
+def test_bench_builds_the_committed_generator_when_not_random():
+    from omegaconf import OmegaConf
+
+    from cvg_bench.bench import build_generator
+
+    gen = build_generator(OmegaConf.create({"name": "tiny", "random": False, "num_inference_steps": 4}))
+    assert gen.version().startswith("tiny:") and len(gen.timesteps()) == 4
