@@ -83,5 +83,6 @@ def test_bench_builds_the_committed_generator_when_not_random():
 
     from cvg_bench.bench import build_generator
 
-    gen = build_generator(OmegaConf.create({"name": "tiny", "random": False, "num_inference_steps": 4}))
+    gen = build_generator(OmegaConf.create({"generator": {"name": "tiny", "random": False,
+                                                          "num_inference_steps": 4}}))
     assert gen.version().startswith("tiny:") and len(gen.timesteps()) == 4
