@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cvg_bench import registry
 from cvg_bench.cvg.classifier import CVGClassifier
-from cvg_bench.cvg.features import FeatureSpec, entity_maps
+from cvg_bench.cvg.features import FeatureSpec
+from cvg_bench.generators.base import StepContext
 from cvg_bench.records import atomic_write_json, atomic_write_text, library_versions
 
 log = logging.getLogger(__name__)
@@ -136,29 +137,27 @@ def method_costs(cfg: DictConfig, generator, specs, methods: dict[str, dict]) ->
 
 
 class GuidedStep:
-    """One CVG guided step at the first timestep, from seed 0's initial latents, in parts."""
+    """One CVG guided step at the first timestep, from seed 0's initial latents, in parts; its
+    loss is the `cvg` method's own energy (so the bench times what guidance runs)."""
 
     def __init__(self, generator, spec, clf_path: Path, symmetrize: bool = False) -> None:
-        self.generator, self.spec, self.symmetrize = generator, spec, symmetrize
-        self.clf = CVGClassifier.load(clf_path)
-        self.clf.requires_grad_(False)
-        self.tokens = generator.prompt_tokens(spec)
-        self.selection = self.clf.features.selection(self.tokens)
+        self.generator, self.spec = generator, spec
+        self.method = registry.build("method", {"name": "cvg", "classifier": str(clf_path),
+                                                "guided_steps": 1, "symmetrize": symmetrize})
+        self.clf = self.method.classifier
+        self.state = self.method.prepare(generator, spec)
         self.t, self.z0 = generator.timesteps()[0], generator.initial_latents(0)
-        self.target = self.clf.label_index(spec.category, spec.label)
+        self.ctx = StepContext(step_index=0, num_steps=len(generator.timesteps()), timestep=self.t,
+                               latents=self.z0, spec=spec)
 
     def forward(self, early: bool):
         """The generator's forward (to the deepest selected layer if ``early``) -> (z, maps)."""
         z = self.z0.detach().requires_grad_(True)
-        return z, self.generator.capture(z, self.t, self.spec, self.selection, early_exit=early)
+        return z, self.generator.capture(z, self.t, self.spec, self.state["selection"], early_exit=early)
 
     def loss(self, attn) -> torch.Tensor:
-        """Aggregator + backbone + head: -log s_t[y] (read on the 8 mirrored / reversed
-        volumes and averaged if ``symmetrize``, as the `cvg` method does)."""
-        maps, _ = entity_maps(attn, self.tokens, self.clf.features)
-        score = self.clf.symmetrized_log_probs if self.symmetrize else self.clf.log_probs
-        return -score(maps[None], torch.tensor([0]), self.spec.category,
-                      self.spec.label_set)[0, self.target]
+        """Aggregator + backbone + head: -log s_t[y] (read symmetrised if the method does)."""
+        return self.method.energy(attn, self.state, self.ctx)
 
     def update(self, early: bool, eta: float = 0.1) -> torch.Tensor:
         """forward + loss + backward + the update of z_t."""
@@ -263,12 +262,6 @@ def scaling(cfg: DictConfig, spec, out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _trained_path(cfg: DictConfig) -> Path:
-    from cvg_bench.methods.cvg import DEFAULT_CLASSIFIER
-
-    return Path(cfg.trained_cvg.classifier or DEFAULT_CLASSIFIER)
-
-
 def trained_cvg_methods(cfg: DictConfig) -> dict[str, dict]:
     """The committed (or a given) CVG classifier at a chosen setting, read symmetrised and
     plainly: what guidance costs as shipped (its layers L and steps T are its own)."""
@@ -278,7 +271,9 @@ def trained_cvg_methods(cfg: DictConfig) -> dict[str, dict]:
     if cfg.generator.get("random", False):
         raise ValueError("trained_cvg.enabled=true needs the generator the classifier was trained "
                          "on: set generator.random=false (random weights: trained_cvg.enabled=false)")
-    base = {"name": "cvg", "classifier": str(_trained_path(cfg)),
+    from cvg_bench.methods.cvg import DEFAULT_CLASSIFIER
+
+    base = {"name": "cvg", "classifier": str(tc.classifier or DEFAULT_CLASSIFIER),
             "guided_steps": int(tc.guided_steps), "eta": float(tc.eta)}
     return {"cvg_trained": {**base, "symmetrize": True},
             "cvg_trained_plain": {**base, "symmetrize": False}}
@@ -331,7 +326,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         row["peak_ratio"] = row["peak_mb"] / max(van["peak_mb"], 1e-9)
     report["step"] = {k: guided_step_breakdown(cfg, generator, specs[0], p) for k, p in clf_paths.items()}
     for name, mcfg in trained.items():
-        report["step"][name] = guided_step_breakdown(cfg, generator, specs[0], _trained_path(cfg),
+        report["step"][name] = guided_step_breakdown(cfg, generator, specs[0], Path(mcfg["classifier"]),
                                                      mcfg["symmetrize"])
     step = report["step"][cfg.cvg_layers]
     report["floor_time_ratio"] = 1 + cfg.guided_steps * step["guided_step_early_exit_s"] / van["sec_per_video"]
