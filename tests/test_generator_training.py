@@ -182,15 +182,40 @@ def test_high_noise_share_redraws_timesteps_and_zero_keeps_old_draws():
 def test_position_projection_gets_its_own_learning_rate(tmp_path):
     plain = tt.build_trainer(_cfg(tmp_path, "p", 0), Squares())
     tt._release_lock(tmp_path / "p" / "ck")
-    assert len(plain.optimizer.param_groups) == 1  # saved optimizer states of plain models still load
+    assert [g["lr_scale"] for g in plain.optimizer.param_groups] == [1.0, 1.0]  # UNet, text encoder
     cfg = _cfg(tmp_path, "q", 1, "model.position_frequencies=2", "position_lr_scale=10", "warmup_steps=0")
     tr = tt.build_trainer(cfg, Squares())
     tt._release_lock(tmp_path / "q" / "ck")
     tt.train_step(tr, Squares())
-    base, position = tr.optimizer.param_groups
+    base, _, position = tr.optimizer.param_groups
     assert [p.shape for p in position["params"]] == [tr.pipe.unet.position_proj.weight.shape,
                                                      tr.pipe.unet.position_proj.bias.shape]
     assert position["lr"] == pytest.approx(10 * base["lr"]) and base["lr"] == pytest.approx(3e-3)
+
+
+def test_text_encoder_lr_scale_applies_on_resume_from_a_one_group_state(tmp_path):
+    """A checkpoint saved with one group (earlier runs) resumes with the text encoder at its
+    new scale, and the Adam moments follow their parameters into the new groups."""
+    tr = tt.build_trainer(_cfg(tmp_path, "t", 1, "warmup_steps=0"), Squares())
+    tt._release_lock(tmp_path / "t" / "ck")
+    tt.train_step(tr, Squares())
+    state = tr.optimizer.state_dict()
+    one_group = {"state": state["state"], "param_groups": [
+        {**state["param_groups"][0], "params": [i for g in state["param_groups"] for i in g["params"]]}]}
+    cfg = _cfg(tmp_path, "u", 2, "warmup_steps=0", "text_encoder_lr_scale=5")
+    resumed = tt.build_trainer(cfg, Squares())
+    tt._release_lock(tmp_path / "u" / "ck")
+    tt.load_optimizer_state(resumed.optimizer, one_group)
+    unet, text = resumed.optimizer.param_groups
+    assert text["lr_scale"] == 5.0 and unet["lr_scale"] == 1.0
+    first_text = text["params"][0]
+    i = len(unet["params"])  # the text encoder's first parameter in the flat order
+    assert first_text.shape == next(tr.pipe.text_encoder.parameters()).shape
+    assert resumed.optimizer.state[first_text]["exp_avg"].equal(state["state"][i]["exp_avg"])
+    tt.train_step(resumed, Squares())
+    assert text["lr"] == pytest.approx(5 * unet["lr"]) and unet["lr"] == pytest.approx(3e-3)
+    with pytest.raises(ValueError, match="another model config"):
+        tt.load_optimizer_state(resumed.optimizer, {"state": {}, "param_groups": [{"params": [0, 1]}]})
 
 
 def test_position_init_std_draws_the_projection_and_needs_a_positional_unet(tmp_path):

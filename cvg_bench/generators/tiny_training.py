@@ -296,14 +296,34 @@ def _release_lock(root: Path) -> None:
 
 
 def param_groups(pipe: Any, cfg: DictConfig) -> list[dict[str, Any]]:
-    """AdamW groups, each with its ``lr_scale``: a positional UNet's ``position_proj`` gets
-    ``position_lr_scale`` (warm-started from zero, it has the most to learn); the rest 1."""
+    """AdamW groups, each with its ``lr_scale``: the UNet (1), the text encoder
+    (``text_encoder_lr_scale``: its words may need to move faster than the UNet that reads
+    them) and, in a positional UNet, ``position_proj`` (``position_lr_scale``: warm-started
+    from zero, it has the most to learn). The groups are contiguous runs of one fixed
+    parameter order, so a state saved with another split still loads (``load_optimizer_state``)."""
     position = [p for n, p in pipe.unet.named_parameters() if n.startswith("position_proj.")]
     rest = [p for n, p in pipe.unet.named_parameters() if not n.startswith("position_proj.")]
-    groups = [{"params": [*rest, *pipe.text_encoder.parameters()], "lr_scale": 1.0}]
-    if position:  # plain models keep one group, so their saved optimizer states still load
+    groups = [{"params": rest, "lr_scale": 1.0},
+              {"params": list(pipe.text_encoder.parameters()), "lr_scale": float(cfg.text_encoder_lr_scale)}]
+    if position:
         groups.append({"params": position, "lr_scale": float(cfg.position_lr_scale)})
     return groups
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Loads ``saved`` into ``optimizer`` whatever group split it was saved with, keeping the
+    current groups' settings: torch's own load brings back the saved groups' settings, so a
+    ``*_lr_scale`` changed on resume would be silently dropped."""
+    flat = [i for g in saved["param_groups"] for i in g["params"]]
+    sizes = [len(g["params"]) for g in optimizer.param_groups]
+    if len(flat) != sum(sizes):
+        raise ValueError(f"saved optimizer state has {len(flat)} parameters, the model {sum(sizes)}; "
+                         "was the checkpoint made with another model config?")
+    groups, start = [], 0
+    for group, n in zip(optimizer.param_groups, sizes):
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": flat[start : start + n]})
+        start += n
+    optimizer.load_state_dict({"state": saved["state"], "param_groups": groups})
 
 
 def build_trainer(cfg: DictConfig, data: DataSource) -> Trainer:
@@ -334,7 +354,7 @@ def _load_checkpoint(tr: Trainer, ckpt: Path) -> None:
         sub = {k[len(prefix) + 1 :]: v for k, v in weights.items() if k.startswith(prefix + ".")}
         module.load_state_dict(sub, strict=True)
     state = torch.load(ckpt / "training_state.pt", map_location=tr.device, weights_only=True)
-    tr.optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(tr.optimizer, state["optimizer"])
     shadow = load_file(ckpt / "ema.safetensors")
     tr.ema.load_state_dict({**state["ema"], "shadow_params": [shadow[f"ema.{i}"] for i in range(len(shadow))]})
     tr.ema.to(tr.device)
