@@ -61,6 +61,17 @@ def test_reference_script_tunes_each_method_on_seen_only(capsys):
             ) in lines[0]
     assert "method=cvg method.eta=0.1,0.2 method.guided_steps=2,5" in lines[1]
     assert "benchmark.categories=[spatial_relationships,motion_binding]" in lines[1]
+    assert all("'seeds=[0]'" in line for line in lines)
+
+
+def test_reference_script_tunes_on_the_seeds_it_is_given(capsys):
+    from cvg_bench.reference import main as reference
+
+    assert reference(["--dry-run", "--plan", "spatial_relationships=cvg", "--tune-seeds", "0,1",
+                      "--tune-limit", "12", "--guided-steps", "5"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "'seeds=[0,1]'" in line and "benchmark.limit=12" in line
+    assert "method.guided_steps=5 " in line
 
 
 def test_reference_plan_names_a_malformed_group():
