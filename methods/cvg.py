@@ -27,9 +27,14 @@ class CVG(EnergyGuidance):
     def __init__(self, classifier: str | None = None, guided_steps: int = 2, eta: float = 0.1,
                  eta_schedule: str = "constant", grad_norm: str = "normalize",
                  max_grad_norm: float = 1.0, iterations: int = 1,
+                 energy_threshold: float | None = None,
                  allow_other_generator: bool = False, symmetrize: bool = False) -> None:
+        # energy_threshold: a guided step whose -log s_t[y] is already below it is not taken.
+        # With grad_norm=normalize every step moves z_t by eta * ||z_t||, however satisfied
+        # the classifier is; the threshold spends those steps only where they are needed.
         super().__init__(guided_steps=guided_steps, eta=eta, eta_schedule=eta_schedule,
-                         grad_norm=grad_norm, max_grad_norm=max_grad_norm, iterations=iterations)
+                         grad_norm=grad_norm, max_grad_norm=max_grad_norm, iterations=iterations,
+                         energy_threshold=energy_threshold)
         self.classifier = CVGClassifier.load(classifier or DEFAULT_CLASSIFIER)
         self.classifier_version = CVGClassifier.fingerprint(classifier or DEFAULT_CLASSIFIER)
         self.classifier.requires_grad_(False)

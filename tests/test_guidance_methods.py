@@ -146,6 +146,26 @@ def test_cvg_step_lowers_minus_log_s_y(gen, cvg_classifier):
     assert after < before
 
 
+def test_cvg_energy_threshold_skips_steps_the_classifier_already_passes(gen, cvg_classifier):
+    spec = parse("a red circle on the left of a blue square")
+    ctx = context(gen, spec)
+
+    def step_with(threshold):
+        method = registry.build("method", {"name": "cvg", "classifier": str(cvg_classifier),
+                                           "guided_steps": 1, "eta": 0.02,
+                                           "energy_threshold": threshold})
+        hook = method.make_hook(gen, spec)
+        return hook(ctx), hook.stats, energy_at(method, hook.state, ctx, ctx.latents)
+
+    moved, stats, energy = step_with(None)
+    assert not torch.equal(moved, ctx.latents) and len(stats.grad_norms) == 1
+    above, stats, _ = step_with(energy * 0.5)  # the energy is above it: the step is taken
+    assert torch.equal(above, moved)
+    below, stats, _ = step_with(energy * 2.0)  # already below it: z_t is left as it is
+    assert torch.equal(below, ctx.latents)
+    assert stats.steps == [0] and stats.energies == [pytest.approx(energy)] and stats.grad_norms == []
+
+
 def test_cvg_classifier_guides_in_eval_mode(gen, tmp_path):
     """An aggregator trained with dropout must not drop anything while guiding."""
     features = FeatureSpec(steps=(0,), layers=tuple(gen.attention_layers()), heads=(0, 1),
