@@ -38,6 +38,15 @@ def _cost(setting: dict[str, Any]) -> tuple[float, float]:
     return float(setting.get("guided_steps", 0) or 0), float(setting.get("eta", 0) or 0)
 
 
+_ABSENT = "<absent>"
+
+
+def _override(key: str, value: Any, in_every_run: bool) -> str:
+    """A hydra override re-creating ``key=value``; ``++`` for a key that only some runs of the
+    sweep had (added with ``+``/``++``): it sets the key whether or not the config has it."""
+    return f"{'' if in_every_run else '++'}method.{key}={json.dumps(value)}"
+
+
 def choose_settings(results_dirs: list[Path], score: str) -> dict[str, Any]:
     """Per method: every setting with its mean ``score`` and sample count, and the best."""
     df = load_records(results_dirs)
@@ -55,12 +64,13 @@ def choose_settings(results_dirs: list[Path], score: str) -> dict[str, Any]:
             runs.append({"run_hash": run_hash, "setting": settings[run_hash],
                          "mean": float(rows["_score"].mean()), "n": int(len(rows)),
                          "per_category": rows.groupby("category")["_score"].mean().round(4).to_dict()})
-        varying = sorted(k for k in runs[0]["setting"]
-                         if len({json.dumps(r["setting"].get(k)) for r in runs}) > 1)
+        varying = sorted(k for k in {k for r in runs for k in r["setting"]}
+                         if len({json.dumps(r["setting"].get(k, _ABSENT)) for r in runs}) > 1)
         best = max(runs, key=lambda r: (round(r["mean"], 9), tuple(-c for c in _cost(r["setting"]))))
         out["methods"][method] = {
             "best": best["run_hash"], "best_mean": best["mean"],
-            "overrides": [f"method.{k}={json.dumps(best['setting'][k])}" for k in varying],
+            "overrides": [_override(k, best["setting"][k], all(k in r["setting"] for r in runs))
+                          for k in varying if k in best["setting"]],
             "setting": best["setting"], "swept": varying,
             "runs": sorted(runs, key=lambda r: -r["mean"]),
         }

@@ -38,6 +38,18 @@ def test_best_setting_per_method_with_overrides_and_cheaper_tie_break(tmp_path: 
     assert chosen["le"]["overrides"] == [] and chosen["le"]["best_mean"] == 0.25
 
 
+def test_a_key_only_some_runs_were_given_is_swept_and_re_created_with_force_add(tmp_path: Path):
+    """A sweep may add a key the method's config lacks (++method.energy_threshold=0.05)."""
+    _run(tmp_path, "cvg", "h1", {"eta": 0.1}, [1, 0, 0, 0])
+    _run(tmp_path, "cvg", "h2", {"eta": 0.1, "energy_threshold": 0.05}, [1, 1, 0, 0])
+    _run(tmp_path, "cvg", "h3", {"eta": 0.2, "energy_threshold": 0.05}, [1, 1, 1, 0])
+    chosen = choose_settings([tmp_path], "oracle/relation")["methods"]["cvg"]
+    assert chosen["best"] == "h3" and chosen["swept"] == ["energy_threshold", "eta"]
+    assert chosen["overrides"] == ["++method.energy_threshold=0.05", "method.eta=0.2"]
+    _run(tmp_path, "cvg", "h4", {"eta": 0.3}, [1, 1, 1, 1])  # best lacks the key: no override
+    assert choose_settings([tmp_path], "oracle/relation")["methods"]["cvg"]["overrides"] == ["method.eta=0.3"]
+
+
 def test_cli_writes_the_choice_and_names_a_missing_score(tmp_path: Path, capsys):
     _run(tmp_path / "r", "ae", "h1", {"eta": 0.1}, [1, 0])
     out = tmp_path / "chosen.json"
