@@ -3,7 +3,8 @@
 A sweep (`python -m cvg_bench run -m method=a,b method.eta=0.05,0.1 ... benchmark.split=seen`)
 writes one run folder per setting. This ranks every run of a method by the mean of one score
 over its samples (e.g. ``oracle/relation``) and writes, per method, the best setting as
-hydra overrides that re-create it, with every setting's score beside it:
+hydra overrides that re-create it (every key of its method config, so that a key the sweep
+fixed on its command line is set again), with every setting's score beside it:
 
     python -m cvg_bench.select results/sweep_seen --score oracle/relation \
         --out results/reference/chosen_settings.json
@@ -44,7 +45,7 @@ _ABSENT = "<absent>"
 def _override(key: str, value: Any, in_every_run: bool) -> str:
     """A hydra override re-creating ``key=value``; ``++`` for a key that only some runs of the
     sweep had (added with ``+``/``++``): it sets the key whether or not the config has it."""
-    return f"{'' if in_every_run else '++'}method.{key}={json.dumps(value)}"
+    return f"{'' if in_every_run else '++'}method.{key}={json.dumps(value, separators=(',', ':'))}"
 
 
 def choose_settings(results_dirs: list[Path], score: str) -> dict[str, Any]:
@@ -69,8 +70,10 @@ def choose_settings(results_dirs: list[Path], score: str) -> dict[str, Any]:
         best = max(runs, key=lambda r: (round(r["mean"], 9), tuple(-c for c in _cost(r["setting"]))))
         out["methods"][method] = {
             "best": best["run_hash"], "best_mean": best["mean"],
-            "overrides": [_override(k, best["setting"][k], all(k in r["setting"] for r in runs))
-                          for k in varying if k in best["setting"]],
+            # every key, not only the swept ones: a key the sweep's command fixed to a
+            # non-default value (method.guided_steps=5 for all runs) must be set again
+            "overrides": [_override(k, v, all(k in r["setting"] for r in runs))
+                          for k, v in sorted(best["setting"].items()) if k != "name"],
             "setting": best["setting"], "swept": varying,
             "runs": sorted(runs, key=lambda r: -r["mean"]),
         }

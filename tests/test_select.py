@@ -35,7 +35,18 @@ def test_best_setting_per_method_with_overrides_and_cheaper_tie_break(tmp_path: 
     assert chosen["ae"]["overrides"] == ["method.eta=0.2", "method.guided_steps=2"]
     assert [r["run_hash"] for r in chosen["ae"]["runs"]][2] == "h1"
     assert chosen["ae"]["runs"][0]["per_category"] == {"motion": 1.0, "spatial": 0.5}
-    assert chosen["le"]["overrides"] == [] and chosen["le"]["best_mean"] == 0.25
+    assert chosen["le"]["overrides"] == ["method.eta=0.1", "method.guided_steps=2"]
+    assert chosen["le"]["swept"] == [] and chosen["le"]["best_mean"] == 0.25
+
+
+def test_overrides_set_again_a_key_the_sweep_fixed_on_its_command_line(tmp_path: Path):
+    """`method.eta=0.1,0.2 method.guided_steps=5` sweeps eta only, but the held-out run must
+    get guided_steps=5 too, not the config's default (the reference script's tuning grid)."""
+    _run(tmp_path, "cvg", "h1", {"eta": 0.1, "guided_steps": 5, "classifier": None}, [1, 0])
+    _run(tmp_path, "cvg", "h2", {"eta": 0.2, "guided_steps": 5, "classifier": None}, [1, 1])
+    chosen = choose_settings([tmp_path], "oracle/relation")["methods"]["cvg"]
+    assert chosen["swept"] == ["eta"]
+    assert chosen["overrides"] == ["method.classifier=null", "method.eta=0.2", "method.guided_steps=5"]
 
 
 def test_a_key_only_some_runs_were_given_is_swept_and_re_created_with_force_add(tmp_path: Path):
@@ -46,7 +57,7 @@ def test_a_key_only_some_runs_were_given_is_swept_and_re_created_with_force_add(
     chosen = choose_settings([tmp_path], "oracle/relation")["methods"]["cvg"]
     assert chosen["best"] == "h3" and chosen["swept"] == ["energy_threshold", "eta"]
     assert chosen["overrides"] == ["++method.energy_threshold=0.05", "method.eta=0.2"]
-    _run(tmp_path, "cvg", "h4", {"eta": 0.3}, [1, 1, 1, 1])  # best lacks the key: no override
+    _run(tmp_path, "cvg", "h4", {"eta": 0.3}, [1, 1, 1, 1])  # best lacks the key: not set
     assert choose_settings([tmp_path], "oracle/relation")["methods"]["cvg"]["overrides"] == ["method.eta=0.3"]
 
 
