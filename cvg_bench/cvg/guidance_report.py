@@ -47,9 +47,10 @@ def guided_rows(folder: Path | str, threshold: float) -> pd.DataFrame:
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per run and category (and ``all``): how often a failed video had a satisfied classifier."""
+    groups = [*rows.groupby(["run", "category"], sort=True),
+              *(((run, "all"), g) for run, g in rows.groupby("run", sort=True))]
     out = []
-    for (run, category), g in [*rows.groupby(["run", "category"], sort=True),
-                               *((((run, "all"), g) for run, g in rows.groupby("run", sort=True)))]:
+    for (run, category), g in groups:
         failed = g[g["relation"] < 1.0]
         passed = g[g["relation"] >= 1.0]
         out.append({
