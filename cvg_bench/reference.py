@@ -1,9 +1,10 @@
 """The reference `shapes` held-out leaderboard, end to end and re-runnable (issues 5 and 6).
 
 1. Tune: every guided method runs a small grid (step size x guided steps) on the `seen`
-   split (few prompts, one seed unless ``--tune-seeds``), on the categories the plan gives it: a method runs only
-   where it can guide (layout_energy and cvg: spatial and motion; binding_energy: attribute
-   binding; attend_excite: all four), and gets one setting for all of them.
+   split (few prompts, one seed unless ``--tune-seeds``), on the categories the plan gives
+   it: a method runs only where it can guide (layout_energy and cvg: spatial and motion;
+   binding_energy: attribute binding; attend_excite: all four), and gets one setting for all
+   of them.
 2. Choose: per method, the best setting on `seen` by ``--score`` (:mod:`cvg_bench.select`).
 3. Report: vanilla (on every planned category) and every method, with its chosen setting,
    on the `heldout` split over several seeds; leaderboards ranked by ``oracle/relation`` (``shapes_heldout.*``) and by
