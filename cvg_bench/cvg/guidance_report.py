@@ -35,7 +35,6 @@ def guided_rows(folder: Path | str, threshold: float) -> pd.DataFrame:
         raise ValueError(f"no record under {folder} has guidance energies "
                          "(details.guidance.energies): is it a guided run?")
     df["relation"] = sample_score(df, "oracle/relation")
-    df["energies"] = energies
     df["last_energy"] = [e[-1] if e else np.nan for e in energies]
     below = [next((i for i, v in enumerate(e) if v < threshold), None) for e in energies]
     df["satisfied_at_step"] = [np.nan if i is None else float(i) for i in below]
