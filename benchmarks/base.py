@@ -10,6 +10,7 @@ from cvg_bench.types import PromptSpec
 class Benchmark(ABC):
     """A suite of prompts with composition specs.
 
+    ``scorers`` (config key) maps a category, or ``all``, to the scorers that judge it.
     Selection is shared by every adapter: ``categories`` (None = all), ``split``,
     ``limit`` (prompts per category, in suite order), and ``shard``/``num_shards`` to split
     the selected prompts across SLURM array tasks (prompt i goes to shard i % num_shards).
@@ -24,6 +25,7 @@ class Benchmark(ABC):
         limit: int | None = None,
         shard: int = 0,
         num_shards: int = 1,
+        scorers: dict[str, list[str]] | None = None,
     ) -> None:
         if num_shards < 1 or not 0 <= shard < num_shards:
             raise ValueError(f"shard={shard} must be in [0, num_shards={num_shards})")
@@ -34,6 +36,9 @@ class Benchmark(ABC):
         self.limit = limit
         self.shard = shard
         self.num_shards = num_shards
+        # {category or "all": [scorer names]}: which scorer judges which category
+        # (cvg_bench/preflight.py reads it from the config; kept here for introspection)
+        self.scorers = {str(k): list(v) for k, v in (scorers or {}).items()}
 
     @property
     @abstractmethod

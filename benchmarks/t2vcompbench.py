@@ -5,10 +5,15 @@ environment variable ``CVG_T2VCOMPBENCH_ROOT`` at a folder holding it.
 
 - ``version="v1"`` (7 x 100 prompts): ``<root>/prompts/<n>_<name>.txt`` (the prompts the
   official README generates from) and ``<root>/meta_data/<category>.json`` (a list of objects
-  whose key ``"prompt"`` holds the prompt, plus the category's metadata).
+  holding the prompt plus the category's metadata).
 - ``version="v2"`` (7 x 200 prompts): ``<root>/v2/meta_data/<category>.json`` or, if ``<root>``
-  is itself the v2 folder, ``<root>/meta_data/<category>.json``; the prompt is under
-  ``"caption"``.
+  is itself the v2 folder, ``<root>/meta_data/<category>.json``; ``prompts/<n>_<name>.txt``
+  beside it (the official V2 branch) are paired line by line when present.
+
+The prompt is read from the metadata key ``"prompt"`` (official, both versions) or ``"caption"``
+(a mirror's rename of v2); the version is told by structure and count, not by that key: a copy
+with 200 prompts per category is v2, one with 100 is v1 (other counts: a user's own suite, read
+as the configured version). Exports always write ``"prompt"``, the key the official scripts read.
 
 Every prompt becomes a :class:`~cvg_bench.types.PromptSpec` with its entities (words located in
 the prompt), relation words, target label ``y`` and label set ``Y`` (docs/benchmarks.md has the
@@ -59,14 +64,16 @@ EXPORT_FOLDERS: dict[str, str] = {
     "generative_numeracy": "generative_numeracy",
 }
 
-# version -> (metadata key of the prompt, prompts per category in the official suite,
-#             known content hash of the files -> upstream tag)
+# version -> (metadata key of the prompt in the official files (what exports write), prompts
+#             per category in the official suite, known content hash of the files -> upstream tag)
 VERSIONS: dict[str, dict[str, Any]] = {
     "v1": {"key": "prompt", "size": 100, "known": {"62ea25c63694": "116f996"}},
     # The official V2 branch was not fetchable; the pinned copy is the third-party mirror
-    # mariamhegazy/Inter_rep_gen @ c66b9c6 (metadata key "caption").
-    "v2": {"key": "caption", "size": 200, "known": {"a46f1dcad78f": "Inter_rep_gen-c66b9c6"}},
+    # mariamhegazy/Inter_rep_gen @ c66b9c6, which renamed the metadata key to "caption".
+    "v2": {"key": "prompt", "size": 200, "known": {"a46f1dcad78f": "Inter_rep_gen-c66b9c6"}},
 }
+#: Metadata keys that may hold the prompt, in order of preference (official, mirror).
+PROMPT_KEYS: tuple[str, ...] = ("prompt", "caption")
 
 # ---- label sets -------------------------------------------------------------------------------
 SPATIAL_LABELS: tuple[str, ...] = ("left", "right", "above", "below", "on", "under", "behind",
@@ -796,6 +803,22 @@ def content_hash(root: Path, rel_paths: Iterable[str]) -> str:
     return digest.hexdigest()[:12]
 
 
+def prompt_key(record: dict[str, Any]) -> str | None:
+    """The metadata key holding a record's prompt: "prompt" (official), else "caption" (the
+    mirror's rename), else None."""
+    return next((k for k in PROMPT_KEYS if isinstance(record.get(k), str)), None)
+
+
+def official_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A metadata record as the official scripts read it: the prompt under "prompt" (first),
+    the other keys as they were, a mirror's "caption" dropped."""
+    key = prompt_key(record)
+    if key is None:
+        raise ValueError(f"metadata record has no prompt under {' or '.join(PROMPT_KEYS)}: "
+                         f"keys {sorted(record)}")
+    return {"prompt": record[key], **{k: v for k, v in record.items() if k not in PROMPT_KEYS}}
+
+
 def missing_data_root(benchmark: str, env_var: str, expected: str) -> ValueError:
     return ValueError(
         f"benchmark {benchmark!r} needs its prompt suite: set the config key "
@@ -827,15 +850,17 @@ class T2VCompBench(Benchmark):
         limit: int | None = None,
         shard: int = 0,
         num_shards: int = 1,
+        scorers: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__(categories=categories, split=split, limit=limit, shard=shard,
-                         num_shards=num_shards)
+                         num_shards=num_shards, scorers=scorers)
         if version not in VERSIONS:
             raise ValueError(f"t2vcompbench version={version!r}; accepted: {', '.join(VERSIONS)}")
         self.suite_version = version
         self.data_root = resolve_data_root(data_root, "t2vcompbench", ENV_VAR,
                                            self.expected_files(version))
         self.meta_dir, self.prompts_dir = self.resolve_layout(self.data_root, version)
+        self.check_version(self.meta_dir, version)
         self._specs: list[PromptSpec] | None = None
         self._version: str | None = None
 
@@ -844,9 +869,9 @@ class T2VCompBench(Benchmark):
     def expected_files(version: str) -> str:
         if version == "v1":
             return ("<root>/prompts/{1_consistent_attr,...,7_numeracy}.txt and "
-                    "<root>/meta_data/<category>.json (key 'prompt') for the 7 categories")
+                    "<root>/meta_data/<category>.json (100 prompts each) for the 7 categories")
         return ("<root>/v2/meta_data/<category>.json or <root>/meta_data/<category>.json "
-                "(key 'caption') for the 7 categories")
+                "(200 prompts each, key 'prompt' or 'caption') for the 7 categories")
 
     @classmethod
     def resolve_layout(cls, root: Path, version: str) -> tuple[Path, Path | None]:
@@ -860,14 +885,47 @@ class T2VCompBench(Benchmark):
             need += [prompts_dir / V1_PROMPT_FILES[c] for c in CATEGORIES]
         else:
             meta_dir = root / "v2" / "meta_data" if (root / "v2" / "meta_data").is_dir() else root / "meta_data"
-            prompts_dir = None
+            prompts_dir = meta_dir.parent / "prompts"  # the official V2 branch has them
+            if not all((prompts_dir / V1_PROMPT_FILES[c]).is_file() for c in CATEGORIES):
+                prompts_dir = None
             need = [meta_dir / f"{c}.json" for c in CATEGORIES]
         missing = [str(p) for p in need if not p.is_file()]
+        if missing and version == "v1" and all((root / "v2" / "meta_data" / f"{c}.json").is_file()
+                                               for c in CATEGORIES):
+            raise FileNotFoundError(
+                f"t2vcompbench v1 data under {root} is incomplete (missing: "
+                f"{', '.join(missing[:3])}...), but {root / 'v2' / 'meta_data'} holds v2 "
+                "metadata: set benchmark.version=v2")
         if missing:
             raise FileNotFoundError(
                 f"t2vcompbench {version} data under {root} is incomplete; missing: "
                 f"{', '.join(missing)}. Expected: {cls.expected_files(version)}")
         return meta_dir, prompts_dir
+
+    @staticmethod
+    def count_prompts(meta_dir: Path) -> dict[str, int]:
+        """Entries per category in a metadata folder."""
+        return {c: len(read_json_list(meta_dir / f"{c}.json")) for c in CATEGORIES}
+
+    @classmethod
+    def detect_version(cls, meta_dir: Path) -> str | None:
+        """"v1" or "v2" when every category has the official count of one version (100 or
+        200), else None (a user's own suite)."""
+        counts = set(cls.count_prompts(meta_dir).values())
+        for name, info in VERSIONS.items():
+            if counts == {info["size"]}:
+                return name
+        return None
+
+    @classmethod
+    def check_version(cls, meta_dir: Path, version: str) -> None:
+        """A copy whose counts are another version's is refused, whatever its prompt key."""
+        found = cls.detect_version(meta_dir)
+        if found is not None and found != version:
+            raise ValueError(
+                f"t2vcompbench data in {meta_dir} is {found} ({VERSIONS[found]['size']} prompts "
+                f"per category; v1 has {VERSIONS['v1']['size']}, v2 {VERSIONS['v2']['size']}), "
+                f"but version={version!r}: set benchmark.version={found}")
 
     def _rel_files(self) -> tuple[Path, list[str]]:
         base = self.meta_dir.parent
@@ -898,18 +956,15 @@ class T2VCompBench(Benchmark):
     # ---- loading ----
     def category_records(self, category: str) -> list[tuple[str, dict[str, Any]]]:
         """(prompt, metadata record) of every prompt of a category, in suite order."""
-        key = VERSIONS[self.suite_version]["key"]
-        other = "caption" if key == "prompt" else "prompt"
         path = self.meta_dir / f"{category}.json"
         records = read_json_list(path)
+        prompts = []
         for i, rec in enumerate(records):
-            if not isinstance(rec.get(key), str):
-                hint = (f"; it has {other!r}: this looks like a "
-                        f"{'v2' if other == 'caption' else 'v1'} file, set version accordingly"
-                        if other in rec else "")
-                raise ValueError(f"{path} entry {i} has no string {key!r} (the {self.suite_version} "
-                                 f"prompt key); keys: {sorted(rec)}{hint}")
-        prompts = [r[key].strip() for r in records]
+            key = prompt_key(rec)
+            if key is None:
+                raise ValueError(f"{path} entry {i} has no string prompt under "
+                                 f"{' or '.join(repr(k) for k in PROMPT_KEYS)}; keys: {sorted(rec)}")
+            prompts.append(rec[key].strip())
         if self.prompts_dir is not None:
             txt_path = self.prompts_dir / V1_PROMPT_FILES[category]
             lines = read_lines(txt_path)
@@ -921,11 +976,10 @@ class T2VCompBench(Benchmark):
 
     def load(self, split: str) -> list[PromptSpec]:
         if self._specs is None:
-            key = VERSIONS[self.suite_version]["key"]
             specs = []
             for category in CATEGORIES:
                 for i, (prompt, rec) in enumerate(self.category_records(category), start=1):
-                    specs.append(self.make_spec(category, i, prompt, rec, key))
+                    specs.append(self.make_spec(category, i, prompt, rec, prompt_key(rec) or "prompt"))
             self._specs = specs
         return list(self._specs)
 
@@ -940,7 +994,8 @@ class T2VCompBench(Benchmark):
         meta: dict[str, Any] = {
             "suite_version": self.suite_version,
             "source": f"{self.meta_dir.name}/{category}.json#{index - 1}",
-            "metadata": {k: v for k, v in rec.items() if k != key},
+            "metadata": {k: v for k, v in rec.items() if k not in PROMPT_KEYS},
+            "metadata_key": key,
             "export": f"{EXPORT_FOLDERS[category]}/{index:04d}.mp4",
         }
         if rec.get(key, "").strip() != prompt:

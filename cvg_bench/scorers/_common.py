@@ -74,6 +74,31 @@ def not_ready(scorer: str, key: str, model_id: str, exc: BaseException | None,
     )
 
 
+def missing_weights(scorer: str, key: str, model_id: str) -> ScorerNotReady | None:
+    """The :func:`not_ready` error when ``model_id`` has no local copy, without loading it or
+    touching the network (None when it has one): a local folder that exists, a folder under
+    ``$CVG_BENCH_MODELS``, or a hub id already in the Hugging Face cache (its config.json)."""
+    resolved = resolve_model_path(model_id)
+    if os.path.isdir(resolved):
+        return None
+    cause: BaseException
+    if looks_local(resolved) or os.path.isabs(resolved):
+        cause = FileNotFoundError(f"no folder {resolved}")
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(resolved, "config.json")
+        except Exception:  # noqa: BLE001 - not a repo id: loading will explain
+            return None
+        if isinstance(cached, str):
+            return None
+        root = os.environ.get(MODELS_ENV)
+        where = f"${MODELS_ENV}={root} has no {model_id}" if root else f"${MODELS_ENV} is unset"
+        cause = FileNotFoundError(f"not in the Hugging Face cache and {where}")
+    return not_ready(scorer, key, model_id, cause, hf_download_hint(model_id))
+
+
 def hf_download_hint(model_id: str) -> str:
     return f"`huggingface-cli download {model_id} --local-dir <DIR>`"
 

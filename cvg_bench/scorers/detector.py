@@ -53,6 +53,7 @@ from cvg_bench.scorers._common import (
     hf_identity,
     label_parts,
     metadata,
+    missing_weights,
     nan_result,
     not_ready,
     require_local_folder,
@@ -258,6 +259,7 @@ class DetectorScorer(Scorer):
     role: ClassVar[str] = "faithfulness"
     primary: ClassVar[str] = "score"
     higher_is_better: ClassVar[dict[str, bool]] = {m: True for m in METRICS}
+    categories: ClassVar[tuple[str, ...] | None] = CATEGORIES
 
     def __init__(
         self,
@@ -292,6 +294,40 @@ class DetectorScorer(Scorer):
         self.detector.load()
         if self.depth is not None:
             self.depth.load()
+
+    def missing_weights(self) -> Exception | None:
+        if self.detector.model is None:
+            err = missing_weights("detector", "model_id", self.detector.model_id)
+            if err is not None:
+                return err
+        if self.depth is not None and self.depth.model is None:
+            return missing_weights("detector", "depth_model_id", self.depth.model_id)
+        return None
+
+    def can_score(self, spec: PromptSpec) -> str | None:
+        """Spatial: a known label (in front of / behind need ``depth_model_id``) and two
+        objects; numeracy: objects paired with their counts."""
+        reason = super().can_score(spec)
+        if reason is not None:
+            return reason
+        try:
+            if spec.category == "spatial_relationships":
+                label = canonical_spatial(spec.label)
+                if label not in SPATIAL_2D + SPATIAL_3D:
+                    return (f"spatial label {spec.label!r} is none of "
+                            f"{', '.join(SPATIAL_2D + SPATIAL_3D)}")
+                if label in SPATIAL_3D and self.depth is None:
+                    return (f"label {label!r} needs a depth model: set "
+                            "scorer.detector.depth_model_id=<local copy of "
+                            "LiheYoung/depth-anything-large-hf>")
+                queries = entity_queries(spec, ("object_1", "object_2"))
+                if len(queries) != 2:
+                    return f"a spatial prompt needs 2 objects, got {queries}"
+            else:
+                numeracy_targets(spec, len(numeracy_queries(spec)))
+        except (ValueError, KeyError) as exc:
+            return str(exc)
+        return None
 
     def version(self) -> str:
         ident = f"detector-v1:{self.detector.identity}"

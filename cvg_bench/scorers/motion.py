@@ -42,6 +42,7 @@ from cvg_bench.scorers._common import (
     entity_queries,
     label_parts,
     metadata,
+    missing_weights,
     nan_result,
     sample_indices,
 )
@@ -201,6 +202,7 @@ class MotionScorer(Scorer):
     role: ClassVar[str] = "faithfulness"
     primary: ClassVar[str] = "score"
     higher_is_better: ClassVar[dict[str, bool]] = {m: True for m in METRICS}
+    categories: ClassVar[tuple[str, ...] | None] = ("motion_binding",)
 
     def __init__(
         self,
@@ -226,6 +228,22 @@ class MotionScorer(Scorer):
 
     def check_ready(self) -> None:
         self.detector.load()
+
+    def missing_weights(self) -> Exception | None:
+        if self.detector.model is not None:
+            return None
+        return missing_weights("motion", "model_id", self.detector.model_id)
+
+    def can_score(self, spec: PromptSpec) -> str | None:
+        """A motion prompt whose objects pair up with known directions."""
+        reason = super().can_score(spec)
+        if reason is not None:
+            return reason
+        try:
+            motion_targets(spec)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     def version(self) -> str:
         return f"motion-v1:{self.detector.identity}"

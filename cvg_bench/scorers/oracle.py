@@ -7,6 +7,7 @@ from typing import ClassVar
 from cvg_bench.registry import register
 from cvg_bench.scorers.base import Scorer, ScoreResult
 from cvg_bench.shapes import oracle
+from cvg_bench.shapes.grammar import composition_of
 from cvg_bench.types import PromptSpec, Video
 
 
@@ -27,6 +28,14 @@ class OracleScorer(Scorer):
 
     def version(self) -> str:
         return oracle.VERSION
+
+    def can_score(self, spec: PromptSpec) -> str | None:
+        """Only shapes-world prompts (the grammar of :mod:`cvg_bench.shapes.grammar`)."""
+        try:
+            composition_of(spec)
+        except ValueError as exc:  # PromptGrammarError
+            return f"not a shapes-world prompt ({str(exc).splitlines()[0]})"
+        return None
 
     def score(self, video: Video, spec: PromptSpec) -> ScoreResult:
         """Raises PromptGrammarError when the prompt is not a shapes-world prompt."""

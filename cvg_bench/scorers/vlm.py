@@ -54,6 +54,7 @@ from cvg_bench.scorers._common import (
     hf_download_hint,
     hf_identity,
     metadata,
+    missing_weights,
     nan_result,
     not_ready,
     require_local_folder,
@@ -285,6 +286,7 @@ class VLMScorer(Scorer):
     role: ClassVar[str] = "faithfulness"
     primary: ClassVar[str] = "score"
     higher_is_better: ClassVar[dict[str, bool]] = {"score": True}
+    categories: ClassVar[tuple[str, ...] | None] = CATEGORIES
 
     def __init__(
         self,
@@ -344,6 +346,24 @@ class VLMScorer(Scorer):
 
     def check_ready(self) -> None:
         self.load()
+
+    def missing_weights(self) -> Exception | None:
+        return None if self.model is not None else missing_weights("vlm", "model_id", self.model_id)
+
+    def can_score(self, spec: PromptSpec) -> str | None:
+        """The category is one of the MLLM-based ones and its questions can be filled."""
+        reason = super().can_score(spec)
+        if reason is not None:
+            return reason
+        fill = {"consistent_attribute_binding": attribute_phrases,
+                "action_binding": action_phrases,
+                "dynamic_attribute_binding": dynamic_states}.get(spec.category)
+        try:
+            if fill is not None:
+                fill(spec)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     def version(self) -> str:
         ident = self._identity or f"{self.model_id}@not-loaded"
