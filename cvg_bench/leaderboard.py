@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cvg_bench.records import atomic_write_text, iter_records, safe_name
+from cvg_bench.records import atomic_write_text, read_records, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -63,26 +63,28 @@ def load_records(paths: Iterable[Path | str] | Path | str) -> pd.DataFrame:
     count them; they are excluded from every score. Row order is load order, which fixes the
     "first appearance" order of categories. Nested fields stay as dict columns; ``validity``
     (``scores_norm["oracle/validity"]``), ``generation_s`` and ``guidance_s`` are added flat.
+
+    Only valid records are read (``records.read_records``: schema, ranges, paths): each invalid
+    one is left out with a warning naming its file and why, and listed in
+    ``df.attrs["invalid_records"]`` as ``"<path>: <reason>"``.
     """
     folders = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     missing = [str(p) for p in folders if not p.is_dir()]
     if missing:
         raise FileNotFoundError(f"results folder(s) not found: {', '.join(missing)}")
-    records = [rec for folder in folders for rec in _read_folder(folder)]
+    invalid: list[tuple[Path, str]] = []
+    records = [rec for folder in folders for rec in read_records(folder, invalid)]
+    for path, reason in invalid:
+        log.warning("left out the invalid sample record %s: %s", path, reason)
     if not records:
+        bad = f"; {len(invalid)} invalid, e.g. {invalid[0][0]}: {invalid[0][1]}" if invalid else ""
         raise ValueError(
             f"no records found under {', '.join(map(str, folders))} "
-            "(expected <benchmark>/<run>/samples/*.json)"
+            f"(expected <benchmark>/<run>/samples/*.json){bad}"
         )
-    df = _with_defaults(pd.DataFrame.from_records(records))
-    return _add_flat_columns(_dedup(df))
-
-
-def _read_folder(folder: Path) -> list[dict[str, Any]]:
-    try:
-        return list(iter_records(folder))
-    except json.JSONDecodeError as exc:  # iter_records does not say which file
-        raise ValueError(f"an unreadable sample record under {folder}: {exc}") from exc
+    df = _add_flat_columns(_dedup(_with_defaults(pd.DataFrame.from_records(records))))
+    df.attrs["invalid_records"] = [f"{path}: {reason}" for path, reason in invalid]
+    return df
 
 
 def _with_defaults(df: pd.DataFrame) -> pd.DataFrame:
@@ -447,7 +449,9 @@ def write_leaderboards(results_dirs: Iterable[Path | str] | Path | str, out_dir:
     "leaderboard": ..., "<benchmark>/<kind>": ...}`` with kind csv, md, tex, json, scatter,
     categories."""
     sources = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
-    df = with_faithfulness(load_records(sources), faithfulness)
+    loaded = load_records(sources)
+    invalid = list(loaded.attrs.get("invalid_records", []))
+    df = with_faithfulness(loaded, faithfulness)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"samples": write_samples(df, out / "samples.jsonl")}
@@ -461,6 +465,7 @@ def write_leaderboards(results_dirs: Iterable[Path | str] | Path | str, out_dir:
         "faithfulness": faithfulness or "primary faithfulness score of each record",
         "n_records": len(df),
         "n_errors": int(df["error"].notna().sum()),
+        "invalid_records": invalid,  # "<path>: <reason>", left out of every number
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     paths["leaderboard"] = out / "leaderboard.json"

@@ -12,15 +12,20 @@ Every link in a page is relative and points inside ``out_dir``, so the folder ca
 and moved. Videos are hard-linked into ``media/`` (copied when ``out_dir`` is on another file
 system): a record's ``video_path`` is relative to its run folder, or absolute for
 ``score``-command records, and neither would survive a move. Plain HTML and CSS, no script.
+
+Only valid records are shown (``records.read_records``). A video is linked only when it stays
+under its root (the run folder; for ``score`` records the videos folder of the run's
+manifest), matches the size and sha256 its record stores (schema 2) and decodes as a video;
+otherwise the cell says why. Every file written stays under ``out_dir``.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,7 +38,15 @@ import numpy as np
 import pandas as pd
 
 from cvg_bench.leaderboard import _row_keys, load_records
-from cvg_bench.records import RunStore, atomic_write_text, safe_name
+from cvg_bench.records import (
+    PathEscape,
+    RunStore,
+    atomic_write_text,
+    confined,
+    file_digest,
+    make_temp,
+    safe_name,
+)
 from cvg_bench.video_io import read_video
 
 log = logging.getLogger(__name__)
@@ -138,60 +151,92 @@ def _cell(rec: dict[str, Any], out: Path, run_dirs: dict[tuple[str, str], list[P
         return Cell(rec, problem="no video saved")
     store = _store(rec)
     root = store.root
-    source = _find_video(Path(video_path), run_dirs.get((root.parent.name, root.name), []))
+    try:
+        source = _find_video(rec, run_dirs.get((root.parent.name, root.name), []))
+    except (PathEscape, ValueError) as exc:
+        log.warning("report: refusing the video of %s seed %s: %s", rec["prompt_id"],
+                    rec["seed"], exc)
+        return Cell(rec, problem=f"video refused: {exc}")
     if source is None:
         return Cell(rec, problem=f"video not found: {video_path}")
     stem = store.stem(rec["prompt_id"], int(rec["seed"]))
-    rel = Path(MEDIA) / root / f"{stem}{source.suffix or '.mp4'}"
+    rel = Path(MEDIA) / root / f"{stem}.mp4"
     poster_rel = rel.with_suffix(".png")
     try:
-        _place(source, out / rel)
-        _write_poster(out / rel, out / poster_rel)
+        dest = confined(rel, out, "report media")
+        poster = confined(poster_rel, out, "report poster")
+        fresh = (dest.exists() and poster.exists() and os.path.samefile(source, dest)
+                 and poster.stat().st_mtime >= source.stat().st_mtime)
+        if not (fresh and "video_sha256" in rec):
+            # decoded BEFORE it is linked: a file that is not a video never enters media/
+            frames = read_video(source)
+            _place(source, dest)
+            _write_poster(poster, frames)
     except (OSError, ValueError, RuntimeError) as exc:  # a corrupt or unreadable file
         log.warning("report: skipping video %s: %s", source, exc)
         return Cell(rec, problem=f"video unreadable: {source.name}")
     return Cell(rec, video=rel.as_posix(), poster=poster_rel.as_posix())
 
 
-def _find_video(video_path: Path, runs: list[Path]) -> Path | None:
-    if video_path.is_absolute():  # records of the `score` command
-        return video_path if video_path.is_file() else None
-    # The same run folder may sit under two results folders (a copied sweep): any copy will do.
-    return next((run / video_path for run in runs if (run / video_path).is_file()), None)
+def _find_video(rec: dict[str, Any], runs: list[Path]) -> Path | None:
+    """The record's video, resolved and checked: it stays under its root, and (schema 2) has
+    the size and sha256 the record stores (``ValueError`` otherwise); None when absent."""
+    video_path = Path(rec["video_path"])
+    if video_path.is_absolute():  # records of the `score` command: confined to its folder
+        roots = [Path(v) for v in map(_videos_folder, runs) if v is not None]
+        if not roots:
+            raise ValueError(f"absolute video_path {str(video_path)!r} but no run manifest names "
+                             "the videos folder it must stay in")
+        candidates = [confined(video_path, roots[0], "video_path")]
+    else:  # the same run folder may sit under two results folders (a copied sweep)
+        candidates = [confined(video_path, run, "video_path") for run in runs]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        if "video_sha256" in rec:
+            size, digest = file_digest(path)
+            if (size, digest) != (rec["video_size"], rec["video_sha256"]):
+                raise ValueError(f"{path.name} is not the video its record was made from "
+                                 f"({size} bytes, sha256 {digest[:12]}...)")
+        return path
+    return None
+
+
+def _videos_folder(run: Path) -> str | None:
+    """The videos folder a ``score`` run's manifest names (``identity.videos``)."""
+    try:
+        manifest = json.loads((run / "manifest.json").read_text())
+        folder = manifest["identity"]["videos"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return folder if isinstance(folder, str) and Path(folder).is_absolute() else None
 
 
 def _place(source: Path, dest: Path) -> None:
     """Hard-link (same file system) or copy ``source`` to ``dest``, atomically."""
     if dest.exists() and os.path.samefile(source, dest):
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=dest.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = make_temp(dest.parent, dest.stem, suffix=dest.suffix)
     try:
         tmp.unlink()
         try:
             os.link(source, tmp)
         except OSError:  # another file system, or links not allowed
-            shutil.copy2(source, tmp)
+            shutil.copyfile(source, tmp)  # the umask's mode, not the source's
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _write_poster(video: Path, poster: Path) -> None:
+def _write_poster(poster: Path, frames: np.ndarray) -> None:
     """The middle frame as PNG (the first frame of a generated video is often the least
-    telling); reused while it is newer than the video."""
-    if poster.exists() and poster.stat().st_mtime >= video.stat().st_mtime:
-        return
-    frames = read_video(video)
-    fd, tmp_name = tempfile.mkstemp(dir=poster.parent, prefix=f".{poster.stem}.", suffix=".png")
-    os.close(fd)
+    telling); ``_cell`` reuses it while it is newer than the video."""
+    tmp = make_temp(poster.parent, poster.stem, suffix=".png")
     try:
-        iio.imwrite(tmp_name, frames[len(frames) // 2], format="PNG")
-        os.replace(tmp_name, poster)
+        iio.imwrite(tmp, frames[len(frames) // 2], format="PNG")
+        os.replace(tmp, poster)
     finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from cvg_bench.records import (
     RunStore,
     SampleRecord,
     config_hash,
+    file_digest,
     git_commit,
     library_versions,
 )
@@ -40,6 +41,7 @@ class RunSummary:
     done: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
+    busy: int = 0  # samples another live process was making (its lock held): left to it
 
 
 def seeds_of(cfg: DictConfig) -> list[int]:
@@ -95,7 +97,7 @@ def make_record(store: RunStore, spec: PromptSpec, seed: int, names: dict[str, s
         generator=names["generator"], benchmark=names["benchmark"],
         benchmark_version=names["benchmark_version"], prompt_id=spec.prompt_id,
         prompt=spec.prompt, category=spec.category, split=spec.split, seed=seed,
-        video_path=None, scores={}, scores_norm={}, faithfulness=None, quality=None,
+        video_path=None, video_size=None, video_sha256=None, scores={}, scores_norm={}, faithfulness=None, quality=None,
         details={}, timings={"generation_s": 0.0, "guidance_s": 0.0, "scoring_s": 0.0},
         evaluators={}, versions=versions, git_commit=commit,
         created_at=datetime.now(timezone.utc).isoformat(), error=None,
@@ -112,7 +114,9 @@ def run(cfg: DictConfig) -> RunSummary:
         raise ValueError(f"benchmark {cfg.benchmark.name!r} selected no prompts: {cfg.benchmark}")
     for spec in specs:
         method.check_spec(spec)  # fail before any generation on a prompt it cannot guide
-    scorers = build_scorers(cfg)
+    from cvg_bench.preflight import checked_scorers  # every scorer can score every prompt
+
+    scorers = checked_scorers(cfg, benchmark, specs)  # and has its weights: before generating
     generator = registry.build("generator", cfg.generator)
 
     names = {"method": cfg.method.name, "generator": cfg.generator.name,
@@ -130,27 +134,58 @@ def run(cfg: DictConfig) -> RunSummary:
         "run_hash": store.run_hash, "identity": run_identity(cfg),
         "config": OmegaConf.to_container(cfg, resolve=True), "seeds": seeds,
         "generator_version": generator.version(), "method_version": method.version(),
+        "categories": list(benchmark.all_categories),  # what a record's category may be
         "versions": versions, "git_commit": commit,
         "updated_at": datetime.now(timezone.utc).isoformat(),
     })
     summary = RunSummary(store.root)
     jobs = [(spec, seed) for spec in specs for seed in seeds]
     for spec, seed in tqdm(jobs, desc=f"{names['method']} on {names['benchmark']}", unit="video"):
-        if not cfg.force and store.is_done(spec.prompt_id, seed):
-            summary.skipped += 1
+        lock = _claim(store, spec, seed, bool(cfg.force), summary)
+        if lock is None:
             continue
-        record = make_record(store, spec, seed, names, versions, commit)
-        try:
-            _generate_and_score(record, store, generator, method, scorers, spec, seed, cfg)
-        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on, exit code says so
-            if cfg.get("fail_fast", False):
-                raise
-            record["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-            summary.errors.append(f"{spec.prompt_id} seed {seed}: {type(exc).__name__}: {exc}")
-            log.error("sample %s seed %s failed: %s", spec.prompt_id, seed, exc)
-        store.write(record)
-        summary.done += 1
+        with lock:
+            record = make_record(store, spec, seed, names, versions, commit)
+            try:
+                _generate_and_score(record, store, generator, method, scorers, spec, seed, cfg)
+            except Exception as exc:  # noqa: BLE001 - recorded, the run goes on, exit code says so
+                if cfg.get("fail_fast", False):
+                    raise
+                record["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+                summary.errors.append(f"{spec.prompt_id} seed {seed}: {type(exc).__name__}: {exc}")
+                log.error("sample %s seed %s failed: %s", spec.prompt_id, seed, exc)
+            store.write(record)
+            summary.done += 1
+    if summary.busy:
+        log.warning("%d sample(s) were being made by another process (see %s): re-run to "
+                    "collect them once it is done", summary.busy, store.locks_dir)
     return summary
+
+
+def _claim(store: RunStore, spec: PromptSpec, seed: int, force: bool, summary: RunSummary):
+    """The sample's lock when this process should make it, else None (done, or another live
+    process holds it). Done means: valid record, no error, same prompt and category, video
+    present with the size and sha256 the record stores; otherwise the reason is logged."""
+    expect = {"prompt": spec.prompt, "category": spec.category}
+    if not force and store.check_done(spec.prompt_id, seed, **expect) is None:
+        summary.skipped += 1
+        return None
+    lock = store.lock(spec.prompt_id, seed)
+    if lock is None:
+        owner = store.lock_owner(spec.prompt_id, seed) or {}
+        log.info("sample %s seed %s: being made by pid %s on %s, left to it", spec.prompt_id,
+                 seed, owner.get("pid"), owner.get("host"))
+        summary.busy += 1
+        return None
+    # Checked again under the lock: another process may have just finished it.
+    reason = store.check_done(spec.prompt_id, seed, move_invalid=True, **expect)
+    if reason is None and not force:
+        lock.release()
+        summary.skipped += 1
+        return None
+    if reason not in (None, "no record"):
+        log.warning("sample %s seed %s is redone: %s", spec.prompt_id, seed, reason)
+    return lock
 
 
 def _check_same_version(store: RunStore, key: str, what: str, version: str | None,
@@ -176,6 +211,7 @@ def _generate_and_score(record: SampleRecord, store: RunStore, generator, method
     if cfg.get("save_videos", True):
         path = write_mp4(store.video_path(spec.prompt_id, seed), output.video, fps=cfg.fps)
         record["video_path"] = str(path.relative_to(store.root))
+        record["video_size"], record["video_sha256"] = file_digest(path)
     t1 = time.perf_counter()
     scores = score_video(scorers, output.video, spec)
     scores["details"] = {**record["details"], **scores["details"]}

@@ -39,16 +39,33 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # temp file removed
 
 
+def full_record(prompt_id: str = "p1", seed: int = 0, run_hash: str = "abc", **fields) -> dict:
+    """A valid schema-2 record without a video (as with save_videos=false)."""
+    rec = {
+        "schema_version": 2, "run_hash": run_hash, "method": "m", "generator": "g",
+        "benchmark": "bench", "benchmark_version": "1", "prompt_id": prompt_id,
+        "prompt": f"prompt {prompt_id}", "category": "spatial", "split": "all", "seed": seed,
+        "video_path": None, "video_size": None, "video_sha256": None,
+        "scores": {"oracle/pass": 1.0}, "scores_norm": {"oracle/pass": 1.0},
+        "faithfulness": 1.0, "quality": None, "details": {},
+        "timings": {"generation_s": 1.0, "guidance_s": 0.0, "scoring_s": 0.1},
+        "evaluators": {}, "versions": {}, "git_commit": "abc",
+        "created_at": "2026-01-01T00:00:00+00:00", "error": None,
+    }
+    return {**rec, **fields}
+
+
 def test_done_means_complete_and_error_free(tmp_path):
     store = RunStore(tmp_path, "bench", "m", "g", "abc")
     assert not store.is_done("p1", 0)
     store.record_path("p1", 0).parent.mkdir(parents=True)
     store.record_path("p1", 0).write_text("{ half a rec")
     assert not store.is_done("p1", 0)  # a corrupt record is redone
-    store.write({"prompt_id": "p1", "seed": 0, "error": "boom"})
+    store.write(full_record(error="boom"))
     assert not store.is_done("p1", 0)  # a failed sample is retried
-    store.write({"prompt_id": "p1", "seed": 0, "error": None})
+    store.write(full_record())
     assert store.is_done("p1", 0)
+    assert not store.is_done("p1", 0, prompt="another prompt")  # the prompt changed
     assert [r["prompt_id"] for r in iter_records(tmp_path)] == ["p1"]
 
 

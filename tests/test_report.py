@@ -74,6 +74,8 @@ def _write(root: Path, rec: dict, video: np.ndarray | None = None) -> None:
     store = RunStore(root, rec["benchmark"], rec["method"], rec["generator"], rec["run_hash"])
     if video is not None and rec["video_path"] and not Path(rec["video_path"]).is_absolute():
         write_mp4(store.root / rec["video_path"], video)
+    if rec["video_path"] and Path(rec["video_path"]).is_absolute():  # as `score` writes it
+        store.write_manifest({"identity": {"videos": str(Path(rec["video_path"]).parent)}})
     store.write(rec)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,7 +234,7 @@ def train_classifier(model: CVGClassifier, train: FeatureCache, val: FeatureCach
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -265,6 +266,22 @@ def train_classifier(model: CVGClassifier, train: FeatureCache, val: FeatureCach
                                     "numpy_rng": rng.bit_generator.state,
                                     "history": history, "epoch": epoch})
     return {"history": history}
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, unpickled with ``weights_only=True``: tensors and plain data
+    only, so a crafted file cannot run code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {path} holds more than tensors and plain data ({first}); "
+                         "accepted: a checkpoint written by train_classifier (delete it to "
+                         "start over)") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch"} <= set(state):
+        raise ValueError(f"checkpoint {path} is not a training checkpoint; accepted: a dict with "
+                         "model, optimizer, torch_rng, numpy_rng, history, epoch")
+    return state
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
