@@ -8,7 +8,15 @@ folder holding ``samples/`` and ``videos/``). The official evaluations want othe
   ``generative_numeracy``) holding ``0001.mp4``, ``0002.mp4``... where the number is the
   1-based position of the prompt in the ``--read-prompt-file`` metadata JSON (the v1 scripts
   read the sorted files by position, later ones by ``int(name[:4])``; both agree when the
-  numbers are contiguous). One video per prompt: one tree per seed.
+  numbers are contiguous). One video per prompt: one tree per seed. Metadata files written
+  beside the folders hold the prompt under ``"prompt"``, the key every official script reads
+  (a v2 mirror's ``"caption"`` makes the v2 scripts fail with ``KeyError('prompt')``).
+  Frames: every exported video has at least ``MIN_FRAMES`` (16) frames, the count the official
+  scripts extract (``np.linspace`` over the video, 16 frames; dynamic attribute binding indexes
+  frames 1-14 of them, spatial and numeracy average over 16, motion standardises to 16 at
+  8 fps). Longer videos are linked unchanged (the scripts subsample them); shorter ones are an
+  error naming them, or with ``frames="resample"`` are written as 16-frame copies (each output
+  frame the nearest source frame in time). Any frame size works (every script resizes).
 - VBench: ``<dimension>/<prompt>-<index>.mp4`` (VBench-2.0: ``<prompt[:180]>-<index>.mp4``),
   index 0..4 (VBench 1.0) or 0..2 (VBench-2.0) = the rank of the seed among the prompt's seeds.
 
@@ -36,6 +44,8 @@ from typing import Any
 from cvg_bench.records import atomic_write_json
 
 MODES = ("hardlink", "copy")
+FRAME_POLICIES = ("check", "resample")
+MIN_FRAMES = 16  # frames the official T2V-CompBench scripts extract from every video
 MANIFEST = "export_manifest.json"
 MAX_NAME_BYTES = 255  # the file-name limit of ext4, xfs, btrfs, APFS, NTFS
 
@@ -155,7 +165,10 @@ def _execute(plans: list[_FolderPlan], json_files: list[tuple[Path, Any]], out_d
         plan.folder.mkdir(parents=True, exist_ok=True)
         for source, name, info in plan.files:
             target = plan.folder / name
-            _place(source, target, mode, report)
+            if info.get("resampled_from") is not None:
+                _write_resampled(source, target)
+            else:
+                _place(source, target, mode, report)
             report.files.append({"target": str(target.relative_to(out_dir)), "source": str(source),
                                  **info})
     atomic_write_json(out_dir / MANIFEST, report.to_dict())
@@ -184,6 +197,21 @@ def _place(source: Path, target: Path, mode: str, report: ExportReport) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _write_resampled(source: Path, target: Path) -> None:
+    """``source`` stretched to MIN_FRAMES frames (nearest in time) at its own fps, as mp4."""
+    import imageio.v2 as iio
+
+    from cvg_bench.video_io import read_video, write_mp4
+
+    video = read_video(source)
+    reader = iio.get_reader(source, format="FFMPEG")
+    try:
+        fps = reader.get_meta_data().get("fps") or 8
+    finally:
+        reader.close()
+    write_mp4(target, video[resample_indices(len(video))], fps=max(1, int(round(fps))))
+
+
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; accepted: {', '.join(MODES)}")
@@ -203,10 +231,62 @@ def _suite(version: str, data_root: str | Path | None) -> Any | None:
                         version=version)
 
 
+def video_frame_count(path: Path) -> tuple[int, int, int]:
+    """(frames, height, width) of a video file, counted by decoding (container headers lie)."""
+    import imageio.v2 as iio
+
+    try:
+        reader = iio.get_reader(path, format="FFMPEG")
+    except Exception as exc:  # noqa: BLE001 - not a readable video
+        raise ValueError(f"{path} is not a readable video ({type(exc).__name__}: {exc})") from exc
+    try:
+        first = reader.get_data(0)
+        n = reader.count_frames()
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path} is not a readable video ({type(exc).__name__}: {exc})") from exc
+    finally:
+        reader.close()
+    return int(n), int(first.shape[0]), int(first.shape[1])
+
+
+def resample_indices(num_frames: int, target: int = MIN_FRAMES) -> "list[int]":
+    """``target`` source frame indices evenly spread over ``num_frames`` (nearest in time),
+    first and last included: how a short video is stretched to ``target`` frames."""
+    import numpy as np
+
+    if num_frames < 1:
+        raise ValueError("a video has no frames")
+    return [int(i) for i in np.rint(np.linspace(0, num_frames - 1, target))]
+
+
+def _check_frames(plans: list[_FolderPlan], policy: str, report: ExportReport) -> None:
+    """Apply the frame rule to every planned video: ``check`` raises on any video shorter than
+    MIN_FRAMES (naming them); ``resample`` marks them to be written as MIN_FRAMES-frame copies."""
+    short: list[str] = []
+    for plan in plans:
+        for k, (source, name, info) in enumerate(plan.files):
+            n, h, w = video_frame_count(source)
+            info.update(frames=n, height=h, width=w)
+            if n < MIN_FRAMES:
+                short.append(f"{info['prompt_id']} seed {info['seed']} ({n} frames, {source})")
+                info["resampled_from"] = n
+    if short and policy == "check":
+        raise ValueError(
+            f"{len(short)} video(s) have fewer than the {MIN_FRAMES} frames the official "
+            f"T2V-CompBench scripts extract (dynamic attribute binding would fail on frame "
+            f"index 1-14): {'; '.join(short[:3])}{'...' if len(short) > 3 else ''}. Generate "
+            f">= {MIN_FRAMES} frames, or export with --resample (frames='resample') to write "
+            f"{MIN_FRAMES}-frame copies; accepted frames policies: {', '.join(FRAME_POLICIES)}")
+    if short:
+        report.notes.append(f"{len(short)} video(s) shorter than {MIN_FRAMES} frames were written "
+                            f"as {MIN_FRAMES}-frame copies (nearest source frame in time)")
+
+
 def export_t2vcompbench(records_or_run_dir: Any, out_dir: str | Path, version: str = "v1", *,
                         seed: int | None = None, mode: str = "hardlink",
                         data_root: str | Path | None = None, overwrite: bool = False,
-                        run_dir: str | Path | None = None) -> ExportReport:
+                        run_dir: str | Path | None = None, frames: str = "check",
+                        csv_root: str = "<csv>", t2v_model: str = "mymodel") -> ExportReport:
     """Write a run's videos as ``<out_dir>[/seed<k>]/<category folder>/<NNNN>.mp4``.
 
     ``seed``: export that seed into ``out_dir/<folder>/``; ``None``: every seed, each in
@@ -214,9 +294,18 @@ def export_t2vcompbench(records_or_run_dir: Any, out_dir: str | Path, version: s
     every prompt of the suite keeps the suite numbering (use the official metadata JSON). A
     partial category (``benchmark.limit``, shards) is numbered 1..k in suite order and gets a
     matching ``meta_data/<category>.json`` beside the folders; that needs the suite's files
-    (``data_root`` or ``$CVG_T2VCOMPBENCH_ROOT``).
+    (``data_root`` or ``$CVG_T2VCOMPBENCH_ROOT``). With the suite, every category gets that
+    file (the prompt under the official key ``"prompt"``, whatever key the local copy uses).
+
+    ``frames``: ``"check"`` (a video shorter than ``MIN_FRAMES`` is an error) or ``"resample"``
+    (written as a ``MIN_FRAMES``-frame copy). The report's folders give each tree its own
+    ``--output-path`` (``<csv_root>/<tree>/<folder>``) and ``--t2v-model``: the official v2
+    scripts resume by appending to ``<output>/<model>_*.csv`` and skip as many videos as it
+    has rows, so a second seed evaluated into the first one's output would be skipped.
     """
-    from cvg_bench.benchmarks.t2vcompbench import EXPORT_FOLDERS, VERSIONS
+    if frames not in FRAME_POLICIES:
+        raise ValueError(f"frames={frames!r}; accepted: {', '.join(FRAME_POLICIES)}")
+    from cvg_bench.benchmarks.t2vcompbench import EXPORT_FOLDERS, VERSIONS, official_record
 
     _check_mode(mode)
     if version not in VERSIONS:
@@ -271,9 +360,15 @@ def export_t2vcompbench(records_or_run_dir: Any, out_dir: str | Path, version: s
             rel = str(folder.relative_to(out_dir))
             numbers = sorted(items)
             complete = numbers == list(range(1, sizes[cat] + 1))
-            if complete:
+            if complete and cat in suite_records:
                 names = {n: n for n in numbers}
-                meta_file = "the official meta_data/" + cat + ".json"
+                meta_path = tree / "meta_data" / f"{cat}.json"
+                json_files.append((meta_path, [official_record(r) for _, r in suite_records[cat]]))
+                meta_file = str(meta_path)
+            elif complete:
+                names = {n: n for n in numbers}
+                meta_file = (f"the official meta_data/{cat}.json (key 'prompt'; a mirror copy with "
+                             "'caption' fails the official scripts: pass --data-root to write one)")
             else:
                 if cat not in suite_records:
                     raise ValueError(
@@ -282,7 +377,7 @@ def export_t2vcompbench(records_or_run_dir: Any, out_dir: str | Path, version: s
                         "matching metadata file must be written: set data_root or "
                         "$CVG_T2VCOMPBENCH_ROOT to the suite's folder, or export all prompts")
                 names = {n: i for i, n in enumerate(numbers, start=1)}
-                subset = [suite_records[cat][n - 1][1] for n in numbers]
+                subset = [official_record(suite_records[cat][n - 1][1]) for n in numbers]
                 meta_path = tree / "meta_data" / f"{cat}.json"
                 json_files.append((meta_path, subset))
                 meta_file = str(meta_path)
@@ -296,8 +391,18 @@ def export_t2vcompbench(records_or_run_dir: Any, out_dir: str | Path, version: s
                 plan.files.append((source, f"{names[n]:04d}.mp4",
                                    {"prompt_id": rec["prompt_id"], "seed": int(rec["seed"])}))
             plans.append(plan)
-            report.folders[rel] = {"video_path": str(folder), "read_prompt_file": meta_file,
-                                   "metadata_key": key}
+            tree_name = tree.name if tree != out_dir else "all"
+            report.folders[rel] = {
+                "video_path": str(folder), "read_prompt_file": meta_file, "metadata_key": key,
+                "output_path": f"{csv_root}/{tree_name}/{EXPORT_FOLDERS[cat]}",
+                "t2v_model": f"{t2v_model}_{tree_name}" if tree != out_dir else t2v_model}
+    if len(by_tree) > 1:
+        report.notes.append(
+            "one tree per seed: give each tree its own --output-path and --t2v-model (listed "
+            "per folder). The official v2 scripts resume by appending to "
+            "<output-path>/<t2v-model>_*.csv and skip as many videos as it already has rows, "
+            "so a second seed evaluated into the same output would silently score nothing")
+    _check_frames(plans, frames, report)
     _execute(plans, json_files, out_dir, mode, overwrite, report)
     return report
 
@@ -386,7 +491,15 @@ def main(argv: list[str] | None = None) -> int:
     t2v.add_argument("out_dir")
     t2v.add_argument("--version", default="v1", choices=["v1", "v2"])
     t2v.add_argument("--seed", type=int, default=None, help="one seed, no seed<k>/ level")
-    t2v.add_argument("--data-root", default=None, help="the suite (for partial exports)")
+    t2v.add_argument("--data-root", default=None,
+                     help="the suite: writes meta_data/<category>.json with the official 'prompt' "
+                          "key beside the folders (needed for partial exports and v2 mirrors)")
+    t2v.add_argument("--resample", action="store_true",
+                     help=f"write videos shorter than {MIN_FRAMES} frames as {MIN_FRAMES}-frame "
+                          "copies instead of refusing them")
+    t2v.add_argument("--csv-root", default="<csv>",
+                     help="where the official scripts' CSVs should go (per-tree advice)")
+    t2v.add_argument("--t2v-model", default="mymodel", help="the official scripts' --t2v-model")
     vb = sub.add_parser("vbench", help="<dimension>/<prompt>-<index>.mp4")
     vb.add_argument("run_dir")
     vb.add_argument("out_dir")
@@ -399,7 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.benchmark == "t2vcompbench":
             report = export_t2vcompbench(args.run_dir, args.out_dir, args.version, seed=args.seed,
                                          mode=mode, data_root=args.data_root,
-                                         overwrite=args.overwrite)
+                                         overwrite=args.overwrite,
+                                         frames="resample" if args.resample else "check",
+                                         csv_root=args.csv_root, t2v_model=args.t2v_model)
         else:
             report = export_vbench(args.run_dir, args.out_dir, mode=mode, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

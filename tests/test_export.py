@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cvg_bench.benchmarks.t2vcompbench import V1_PROMPT_FILES
+from cvg_bench.video_io import write_mp4
 from cvg_bench.export import MANIFEST, export_t2vcompbench, export_vbench, main, vbench_file_name
 
 SUITE = {  # two prompts per category in the v1 format (the export reads only the prompts)
@@ -34,6 +36,12 @@ def write_suite(root: Path) -> Path:
     return root
 
 
+def tiny_video(frames: int, seed: int = 0) -> np.ndarray:
+    """A real, small video (the export counts frames by decoding)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (frames, 16, 16, 3), dtype=np.uint8)
+
+
 def write_run(run_dir: Path, samples: list[dict], benchmark: str = "t2vcompbench",
               version: str = "t2vcompbench-v1@sha256:0123456789ab") -> Path:
     """A run directory as the harness writes it: samples/<stem>.json + videos/<stem>.mp4."""
@@ -44,7 +52,7 @@ def write_run(run_dir: Path, samples: list[dict], benchmark: str = "t2vcompbench
         video = None
         if not s.get("error"):
             video = f"videos/{stem}.mp4"
-            (run_dir / video).write_bytes(f"video {stem}".encode())
+            write_mp4(run_dir / video, tiny_video(s.get("frames", 16), s["seed"]))
         record = {"schema_version": 1, "benchmark": benchmark, "benchmark_version": version,
                   "prompt_id": s["prompt_id"], "prompt": s["prompt"], "category": s["category"],
                   "split": "all", "seed": s["seed"], "video_path": video,
@@ -69,16 +77,26 @@ def test_t2v_complete_categories_keep_suite_numbers(tmp_path):
     report = export_t2vcompbench(run, out, "v1", data_root=suite)
     assert files(out) == [MANIFEST,
                           "seed0/generative_numeracy/0001.mp4", "seed0/generative_numeracy/0002.mp4",
+                          "seed0/meta_data/generative_numeracy.json",
+                          "seed0/meta_data/spatial_relationships.json",
                           "seed0/spatial_relationships/0001.mp4", "seed0/spatial_relationships/0002.mp4",
                           "seed1/generative_numeracy/0001.mp4", "seed1/generative_numeracy/0002.mp4",
+                          "seed1/meta_data/generative_numeracy.json",
+                          "seed1/meta_data/spatial_relationships.json",
                           "seed1/spatial_relationships/0001.mp4", "seed1/spatial_relationships/0002.mp4"]
     exported = out / "seed1/spatial_relationships/0002.mp4"
-    assert exported.read_bytes() == b"video spatial_relationships-0002__s1"
+    assert exported.read_bytes() == (run / "videos/spatial_relationships-0002__s1.mp4").read_bytes()
     assert exported.samefile(run / "videos/spatial_relationships-0002__s1.mp4")  # a hard link
     assert report.missing == {}
     manifest = json.loads((out / MANIFEST).read_text())
     assert len(manifest["files"]) == 8
-    assert manifest["folders"]["seed0/spatial_relationships"]["read_prompt_file"].startswith("the official")
+    # with the suite, every category gets a metadata file with the official key "prompt"
+    meta = manifest["folders"]["seed0/spatial_relationships"]["read_prompt_file"]
+    assert json.loads(Path(meta).read_text()) == SUITE["spatial_relationships"]
+    # one tree per seed, each with its own CSV output and model name (the v2 scripts resume)
+    advice = {(f["output_path"], f["t2v_model"]) for f in manifest["folders"].values()}
+    assert len(advice) == 4 and any("resume" in n for n in manifest["notes"])
+
 
 
 def test_t2v_one_seed_flat_and_copy(tmp_path):
@@ -89,7 +107,7 @@ def test_t2v_one_seed_flat_and_copy(tmp_path):
     assert "spatial_relationships/0001.mp4" in files(out)
     copied = out / "spatial_relationships/0001.mp4"
     assert not copied.samefile(run / "videos/spatial_relationships-0001__s1.mp4")
-    assert copied.read_bytes() == b"video spatial_relationships-0001__s1"
+    assert copied.read_bytes() == (run / "videos/spatial_relationships-0001__s1.mp4").read_bytes()
 
 
 def test_t2v_partial_export_renumbers_and_writes_matching_metadata(tmp_path, monkeypatch):
@@ -104,7 +122,7 @@ def test_t2v_partial_export_renumbers_and_writes_matching_metadata(tmp_path, mon
     report = export_t2vcompbench(run, out, "v1", seed=0, data_root=suite)
     assert files(out) == [MANIFEST, "meta_data/spatial_relationships.json",
                           "spatial_relationships/0001.mp4"]
-    assert (out / "spatial_relationships/0001.mp4").read_bytes() == b"video spatial_relationships-0002__s0"
+    assert (out / "spatial_relationships/0001.mp4").read_bytes() == (run / "videos/spatial_relationships-0002__s0.mp4").read_bytes()
     meta = json.loads((out / "meta_data/spatial_relationships.json").read_text())
     assert meta == [SUITE["spatial_relationships"][1]]
     assert report.missing == {"spatial_relationships": ["spatial_relationships-0001"]}
@@ -173,7 +191,7 @@ def test_vbench_names_by_prompt_and_seed_rank(tmp_path):
     long_stem = VB_SAMPLES[1]["prompt"][:180]
     assert files(out) == sorted([MANIFEST] + [f"color/a red bicycle-{i}.mp4" for i in range(5)]
                                 + [f"Composition/{long_stem}-{i}.mp4" for i in range(5)])
-    assert (out / "color/a red bicycle-2.mp4").read_bytes() == b"video color-0001__s12"
+    assert (out / "color/a red bicycle-2.mp4").read_bytes() == (run / "videos/color-0001__s12.mp4").read_bytes()
     assert report.missing == {}
     assert any("reads indices 0..2" in n for n in report.notes)  # VBench-2.0 takes 3 samples
     # fewer seeds than VBench's protocol: listed as missing

@@ -239,10 +239,19 @@ def test_v2_layouts_and_key(tmp_path):
         specs = bench.prompts()
         assert len(specs) == 21 and bench.version.startswith("t2vcompbench-v2@sha256:")
         assert by_id(bench)["spatial_relationships-0001"].label == "left"
-    # a v1 folder read as v2 (key "prompt", not "caption"): a clear error
+    # either prompt key is read (official "prompt", mirror "caption"); the version is told by
+    # the count per category, not by the key
     v1 = write_suite(tmp_path / "c", "v1")
-    with pytest.raises(ValueError, match="'caption'.*looks like a v1 file"):
-        T2VCompBench(data_root=str(v1), version="v2").prompts()
+    assert len(T2VCompBench(data_root=str(v1), version="v2").prompts()) == 21  # own suite
+    for cat in CATEGORIES:  # 100 per category: the official v1 count
+        path = v1 / "meta_data" / f"{cat}.json"
+        rows = json.loads(path.read_text())
+        path.write_text(json.dumps((rows * 34)[:100]))
+        lines = (v1 / "prompts" / V1_PROMPT_FILES[cat]).read_text().splitlines()
+        (v1 / "prompts" / V1_PROMPT_FILES[cat]).write_text("\n".join((lines * 34)[:100]))
+    with pytest.raises(ValueError, match="is v1 .100 prompts per category.*benchmark.version=v1"):
+        T2VCompBench(data_root=str(v1), version="v2")
+    assert len(T2VCompBench(data_root=str(v1), version="v1", limit=1).prompts()) == 7
     with pytest.raises(ValueError, match="accepted: v1, v2"):
         T2VCompBench(data_root=str(v1), version="v3")
 
