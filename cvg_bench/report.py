@@ -167,7 +167,7 @@ def _cell(rec: dict[str, Any], out: Path, run_dirs: dict[tuple[str, str], list[P
         poster = confined(poster_rel, out, "report poster")
         fresh = (dest.exists() and poster.exists() and os.path.samefile(source, dest)
                  and poster.stat().st_mtime >= source.stat().st_mtime)
-        if not (fresh and "video_sha256" in rec):
+        if not (fresh and _has_hash(rec)):
             # decoded BEFORE it is linked: a file that is not a video never enters media/
             frames = read_video(source)
             _place(source, dest)
@@ -193,13 +193,18 @@ def _find_video(rec: dict[str, Any], runs: list[Path]) -> Path | None:
     for path in candidates:
         if not path.is_file():
             continue
-        if "video_sha256" in rec:
+        if _has_hash(rec):
             size, digest = file_digest(path)
             if (size, digest) != (rec["video_size"], rec["video_sha256"]):
                 raise ValueError(f"{path.name} is not the video its record was made from "
                                  f"({size} bytes, sha256 {digest[:12]}...)")
         return path
     return None
+
+
+def _has_hash(rec: dict[str, Any]) -> bool:
+    """Schema 2 (in a merged table a schema-1 record's hash column is NaN)."""
+    return isinstance(rec.get("video_sha256"), str)
 
 
 def _videos_folder(run: Path) -> str | None:
