@@ -79,14 +79,17 @@ def timed(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def build_generator(cfg: DictConfig):
+    if cfg.generator.get("size", "tiny") != "tiny":
+        raise ValueError(f"generator.size={cfg.generator.size!r}: the tiny generator has one size; "
+                         "generator.size=real is for generator=wan|cogvideox|zeroscope")
     if cfg.generator.get("random", False):
         from cvg_bench.generators.tiny import TinyGenerator
 
         kwargs = {k: v for k, v in OmegaConf.to_container(cfg.generator).items()
-                  if k not in ("name", "random", "path")}
+                  if k not in ("name", "random", "path", "size")}
         return TinyGenerator.random(**kwargs)
     return registry.build("generator", {k: v for k, v in OmegaConf.to_container(cfg.generator).items()
-                                        if k != "random"})
+                                        if k not in ("random", "size")})
 
 
 def random_classifier(generator, layers: list[str], guided_steps: int, folder: Path) -> Path:
@@ -386,6 +389,13 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 
 def main(cfg: DictConfig) -> int:
+    if cfg.generator.name != "tiny":
+        from cvg_bench import bench_denoiser
+
+        report = bench_denoiser.run_denoiser_bench(cfg)
+        print(bench_denoiser.to_markdown(report))
+        print(f"written: {Path(cfg.out_dir) / report['file']}")
+        return 0
     report = run_bench(cfg)
     print(to_markdown(report))
     print(f"written: {Path(cfg.out_dir) / 'bench.json'}")

@@ -93,6 +93,7 @@ class CaptureState:
     explicit_calls: int = 0
     fused_calls: int = 0
     exited_early: bool = False
+    recomputed_calls: int = 0
 
 
 def _layer_hw(seq_len: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
@@ -220,6 +221,11 @@ class CrossAttentionCapture:
 
     def _record(self, maps: torch.Tensor, heads: tuple[int, ...], n_keys: int) -> None:
         st = self.state
+        if self.name in st.maps:
+            # A second call of one layer in one pass is activation checkpointing's recompute
+            # (during backward): the maps the loss was built on stay; nothing is re-recorded.
+            st.recomputed_calls += 1
+            return
         st.maps[self.name] = maps
         st.heads[self.name] = heads
         st.num_text_keys = n_keys
@@ -227,9 +233,62 @@ class CrossAttentionCapture:
         st.pending.discard(self.name)
 
     def _maybe_exit(self) -> None:
-        if self.state.early_exit and not self.state.pending:
+        # never during a checkpoint's recompute (the pass already exited; raising would break backward)
+        if self.state.early_exit and not self.state.pending and not self.state.exited_early:
             self.state.exited_early = True
             raise _EarlyExit
+
+
+@contextlib.contextmanager
+def activation_checkpointing(modules: list[torch.nn.Module], enabled: bool = True) -> Iterator[None]:
+    """Run each of ``modules`` under non-reentrant activation checkpointing for the block.
+
+    Inside a guidance pass only each module's inputs are kept for backward; its activations are
+    recomputed then (about one more forward of the checkpointed part), so the pass's memory no
+    longer grows with depth x tokens. The capture processors record a layer once per pass and
+    never exit early during the recompute. The modules' own ``forward`` is restored on exit.
+    """
+    if not enabled:
+        yield
+        return
+    from torch.utils.checkpoint import checkpoint
+
+    def wrap(module: torch.nn.Module) -> Callable[..., Any]:
+        fn = module.forward
+        attention = [m for m in module.modules() if hasattr(m, "processor")]
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if not torch.is_grad_enabled():
+                return fn(*args, **kwargs)
+            # The recompute runs during backward, after the capture processors were taken off:
+            # it must run with the processors of the forward, or it computes something else.
+            processors = [m.processor for m in attention]
+
+            def run(*a: Any, **k: Any) -> Any:
+                current = [m.processor for m in attention]
+                for m, p in zip(attention, processors):
+                    m.processor = p
+                try:
+                    return fn(*a, **k)
+                finally:
+                    for m, p in zip(attention, current):
+                        m.processor = p
+
+            return checkpoint(run, *args, use_reentrant=False, **kwargs)
+
+        return forward
+
+    wrapped = []
+    try:
+        for module in modules:
+            if "forward" in vars(module):
+                raise RuntimeError(f"{type(module).__name__} already has an instance forward; not wrapping it twice")
+            module.forward = wrap(module)
+            wrapped.append(module)
+        yield
+    finally:
+        for module in wrapped:
+            del module.forward
 
 
 def attention_scale(attn: torch.nn.Module, query: torch.Tensor) -> float:

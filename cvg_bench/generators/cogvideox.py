@@ -129,6 +129,7 @@ class CogVideoXGenerator(TransformerT2VGenerator):
         attention_chunk_size: int = 1024,
         attention_early_exit: bool = True,
         inversion_fixed_point_iters: int = 0,
+        guidance_checkpointing: bool = False,
         pipeline: Any = None,
     ) -> None:
         model = model or self.default_model
@@ -158,6 +159,7 @@ class CogVideoXGenerator(TransformerT2VGenerator):
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             negative_prompt=negative_prompt, device=device, attention_early_exit=attention_early_exit,
             inversion_fixed_point_iters=inversion_fixed_point_iters,
+            guidance_checkpointing=guidance_checkpointing,
         )
         p_t = cfg.patch_size_t
         if p_t is not None and self.latent_frames() % p_t:
@@ -200,6 +202,10 @@ class CogVideoXGenerator(TransformerT2VGenerator):
 
     def attention_layers(self) -> list[str]:
         return [f"transformer_blocks.{i}.attn1" for i in range(len(self.denoiser.transformer_blocks))]
+
+    def checkpoint_units(self) -> list[torch.nn.Module]:
+        """A guidance pass with ``guidance_checkpointing`` checkpoints every transformer block."""
+        return list(self.denoiser.transformer_blocks)
 
     def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
         cfg = self.denoiser.config

@@ -19,7 +19,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from cvg_bench.generators.attention import cross_attention_layers, run_capture
+from cvg_bench.generators.attention import activation_checkpointing, cross_attention_layers, run_capture
 from cvg_bench.generators.base import (
     AttentionMaps,
     AttentionSelection,
@@ -108,6 +108,7 @@ class UNet3DGenerator(Generator):
         decode_chunk: int = 8,
         inversion_fixed_point_iters: int = 0,
         model_name: str = "unet3d",
+        guidance_checkpointing: bool = False,
     ) -> None:
         if num_frames < 1 or num_inference_steps < 1:
             raise ValueError(f"num_frames={num_frames} and num_inference_steps={num_inference_steps} must be >= 1")
@@ -127,6 +128,7 @@ class UNet3DGenerator(Generator):
         self.decode_chunk = decode_chunk
         self.inversion_fixed_point_iters = inversion_fixed_point_iters
         self.model_name = model_name
+        self.guidance_checkpointing = bool(guidance_checkpointing)
         self._embeds: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     # --- identity -------------------------------------------------------------------------
@@ -296,6 +298,15 @@ class UNet3DGenerator(Generator):
         early = self.attention_early_exit if early_exit is None else early_exit
         return self._capture(latents, int(timestep), self.encode_prompt(prompt), selection or AttentionSelection(), early)
 
+    def checkpoint_units(self) -> list[torch.nn.Module]:
+        """The modules a guidance pass checkpoints when ``guidance_checkpointing`` is on: every
+        resnet, temporal conv and (spatial or temporal) transformer of the UNet's blocks."""
+        unet, units = self.denoiser, []
+        for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+            for group in ("resnets", "temp_convs", "attentions", "temp_attentions"):
+                units.extend(getattr(block, group, None) or [])
+        return units
+
     def _capture_kwargs(self, latents: torch.Tensor) -> dict[str, Any]:
         """How ``run_capture`` maps this model's attention: layers, processors, token grid."""
         return {"num_frames": latents.shape[2], "latent_hw": tuple(latents.shape[-2:])}
@@ -310,7 +321,7 @@ class UNet3DGenerator(Generator):
         def forward() -> None:
             self.predict(latents.to(self.dtype), t_in, cond)
 
-        with torch.enable_grad():
+        with torch.enable_grad(), activation_checkpointing(self.checkpoint_units(), self.guidance_checkpointing):
             (maps,) = run_capture(
                 self.denoiser, forward, selection, early_exit=early_exit, timestep=int(t),
                 **self._capture_kwargs(latents),
@@ -446,16 +457,13 @@ def load_t2v_pipeline(
         ) from exc
 
 
-def build_random_t2v_pipeline(seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> Any:
-    """A tiny random ModelScope-shaped pipeline (UNet3D + CLIP text model + AutoencoderKL),
-    for tests: no weights, every component built from a config."""
+def tiny_clip_tokenizer(model_max_length: int = 77) -> Any:
+    """A CLIP tokenizer over a character-level BPE vocabulary with a few whole words, so words
+    span 1..n tokens; built in memory (no download)."""
     import string
 
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
-    torch.manual_seed(seed)
-    # a character-level BPE vocabulary with a few whole words, so words span 1..n tokens
     letters = list(string.ascii_lowercase)
     vocab = {tok: i for i, tok in enumerate(letters + [c + "</w>" for c in letters])}
     merges = [("r", "e"), ("re", "d</w>"), ("o", "n</w>"), ("t", "o</w>")]
@@ -463,7 +471,18 @@ def build_random_t2v_pipeline(seed: int = 0, scheduler_config: dict[str, Any] | 
         vocab[a + b] = len(vocab)
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def build_random_t2v_pipeline(seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> Any:
+    """A tiny random ModelScope-shaped pipeline (UNet3D + CLIP text model + AutoencoderKL),
+    for tests: no weights, every component built from a config."""
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    vocab = tokenizer.get_vocab()
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

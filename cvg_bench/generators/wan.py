@@ -121,6 +121,7 @@ class WanGenerator(TransformerT2VGenerator):
         max_sequence_length: int = WAN_TEXT_LENGTH,
         attention_early_exit: bool = True,
         inversion_fixed_point_iters: int = 0,
+        guidance_checkpointing: bool = False,
         pipeline: Any = None,
     ) -> None:
         model = model or self.default_model
@@ -135,6 +136,7 @@ class WanGenerator(TransformerT2VGenerator):
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             negative_prompt=negative_prompt, device=device, attention_early_exit=attention_early_exit,
             inversion_fixed_point_iters=inversion_fixed_point_iters,
+            guidance_checkpointing=guidance_checkpointing,
         )
 
     @classmethod
@@ -162,6 +164,10 @@ class WanGenerator(TransformerT2VGenerator):
 
     def attention_layers(self) -> list[str]:
         return [f"blocks.{i}.attn2" for i in range(len(self.denoiser.blocks))]
+
+    def checkpoint_units(self) -> list[torch.nn.Module]:
+        """A guidance pass with ``guidance_checkpointing`` checkpoints every transformer block."""
+        return list(self.denoiser.blocks)
 
     def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
         p_t, p_h, p_w = self.denoiser.config.patch_size
