@@ -367,14 +367,35 @@ def load_record(path: Path, root: Path | str, categories: list[str] | None = Non
     except json.JSONDecodeError as exc:
         raise InvalidRecord(f"not JSON ({exc}); accepted: one JSON object") from None
     rec = validate_record(obj, categories)
-    expected = f"{safe_name(rec['prompt_id'])}__s{rec['seed']}.json"
+    try:
+        expected = f"{safe_name(rec['prompt_id'])}__s{rec['seed']}.json"
+    except ValueError as exc:  # an id with no file-name-safe character
+        raise InvalidRecord(f"prompt_id = {_short(rec['prompt_id'])}; accepted: an id with a "
+                            f"file-name-safe character ({exc})") from None
     if Path(path).name != expected:
         raise InvalidRecord(f"file name {Path(path).name!r} does not match the record's prompt_id "
                             f"and seed; accepted: {expected!r}")
-    run_dir = Path(path).parent.parent.name
-    if not run_dir.endswith(f"__{rec['run_hash']}"):
-        raise InvalidRecord(f"run_hash {rec['run_hash']!r} is not its run folder's "
-                            f"({run_dir!r}); accepted: <method>__<generator>__{rec['run_hash']}")
+    run_dir = Path(path).parent.parent
+    try:
+        store = RunStore(run_dir.parent.parent, rec["benchmark"], rec["method"],
+                         rec["generator"], rec["run_hash"])
+    except ValueError as exc:  # a name with no file-name-safe character
+        raise InvalidRecord(str(exc)) from None
+    if (run_dir.parent.name, run_dir.name) != (store.root.parent.name, store.root.name):
+        raise InvalidRecord(f"the record's benchmark, method, generator and run_hash do not "
+                            f"match its folder {run_dir.parent.name}/{run_dir.name}; accepted: "
+                            f"{store.root.parent.name}/{store.root.name}")
+    video = rec["video_path"]
+    if video is not None:
+        if Path(video).is_absolute():
+            if rec["method"] != "external":
+                raise InvalidRecord(f"video_path = {_short(video)}; accepted: a path relative to "
+                                    "the run folder (absolute only in `score` records)")
+        else:
+            try:
+                confined(video, run_dir, "video_path")
+            except PathEscape as exc:
+                raise InvalidRecord(str(exc)) from None
     return rec
 
 
