@@ -161,7 +161,7 @@ def _report_fixture(tmp_path: Path) -> tuple[Path, Path, Path]:
     return results, tmp_path / "a" / "b" / "out", outside
 
 
-def test_report_links_only_confined_verified_videos(tmp_path):
+def test_report_links_only_confined_verified_videos(tmp_path, caplog):
     from cvg_bench.report import write_report
 
     results, out, outside = _report_fixture(tmp_path)
@@ -175,7 +175,9 @@ def test_report_links_only_confined_verified_videos(tmp_path):
     assert all(p.read_bytes() not in (secret_bytes, b"not a video, a password file")
                for p in files_under(out))
     page = (out / "bench.html").read_text()
-    assert "video refused" in page and "video unreadable" in page
+    assert "video unreadable" in page  # (b): decoded before linking, so never linked
+    assert "m__g__h2/samples/p1__s0.json" in caplog.text and "outside" in caplog.text  # (a)
+    assert "m__g__h4/samples/p1__s0.json" in caplog.text  # (c): left out, named
 
 
 # ------------------------------------------------------------------------ 3. damaged videos
