@@ -38,7 +38,7 @@ from cvg_bench.records import (
     read_records,
     validate_record,
 )
-from cvg_bench.video_io import read_video, write_mp4
+from cvg_bench.video_io import write_mp4
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["a red circle on the left of a blue square", "a green square moving up"]
