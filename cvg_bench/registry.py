@@ -1,7 +1,10 @@
 """Plugin registry: methods, benchmarks, generators, scorers and backbones, by name.
 
 Three ways in, one table per kind:
-- ``@register("method", "vanilla")`` on a class (the built-in plugins);
+- the built-ins, listed by name in :data:`BUILTINS` and imported only when used (as
+  lm-eval's model mapping and timm's registry do), so a run imports only its own plugins;
+  their classes also carry ``@register`` (which fills in the entry when the module loads);
+- ``@register("method", "vanilla")`` on a class;
 - ``register_lazy("method", "mine", "my_pkg.mod:MyMethod")``: imported on first use;
 - entry points in the group ``cvg_bench.plugins`` named ``<kind>.<name>`` with the value
   ``module:attr`` (third-party packages), read once, lazily.
@@ -15,7 +18,6 @@ import fnmatch
 import importlib
 import inspect
 import importlib.metadata
-import pkgutil
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +34,46 @@ KINDS: dict[str, tuple[str, str]] = {
     "generator": ("cvg_bench.generators", "cvg_bench.generators.base:Generator"),
     "scorer": ("cvg_bench.scorers", "cvg_bench.scorers.base:Scorer"),
     "backbone": ("cvg_bench.backbones", "cvg_bench.backbones.base:Backbone"),
+}
+
+
+# kind -> name -> "module:Class": every built-in plugin, imported on first use. A test checks
+# that this table and the @register decorators in the plugin packages agree.
+BUILTINS: dict[str, dict[str, str]] = {
+    "method": {
+        "vanilla": "cvg_bench.methods.vanilla:Vanilla",
+        "attend_excite": "cvg_bench.methods.attend_excite:AttendExcite",
+        "layout_energy": "cvg_bench.methods.layout_energy:LayoutEnergy",
+        "binding_energy": "cvg_bench.methods.binding_energy:BindingEnergy",
+        "cvg": "cvg_bench.methods.cvg:CVG",
+    },
+    "benchmark": {
+        "shapes": "cvg_bench.benchmarks.shapes:ShapesBenchmark",
+        "t2vcompbench": "cvg_bench.benchmarks.t2vcompbench:T2VCompBench",
+        "vbench": "cvg_bench.benchmarks.vbench:VBench",
+    },
+    "generator": {
+        "tiny": "cvg_bench.generators.tiny:TinyGenerator",
+        "dummy": "cvg_bench.generators.dummy:DummyGenerator",
+        "modelscope": "cvg_bench.generators.modelscope:ModelScopeGenerator",
+        "zeroscope": "cvg_bench.generators.zeroscope:ZeroScopeGenerator",
+        "wan": "cvg_bench.generators.wan:WanGenerator",
+        "cogvideox": "cvg_bench.generators.cogvideox:CogVideoXGenerator",
+    },
+    "scorer": {
+        "oracle": "cvg_bench.scorers.oracle:OracleScorer",
+        "quality": "cvg_bench.scorers.quality:QualityScorer",
+        "clip": "cvg_bench.scorers.clip:ClipScorer",
+        "detector": "cvg_bench.scorers.detector:DetectorScorer",
+        "motion": "cvg_bench.scorers.motion:MotionScorer",
+        "vlm": "cvg_bench.scorers.vlm:VLMScorer",
+    },
+    "backbone": {
+        "video-encoder": "cvg_bench.backbones.video_encoder:VideoEncoder",
+        "none": "cvg_bench.backbones.none:NoBackbone",
+        "hf-vision": "cvg_bench.backbones.hf_vision:HFVisionTower",
+        "hf-vlm": "cvg_bench.backbones.hf_vlm:HFVLM",
+    },
 }
 
 
@@ -76,6 +118,9 @@ class Registry:
         if not name or not isinstance(name, str):
             raise ValueError(f"{self.kind} plugin name must be a non-empty string, got {name!r}")
         old = self.entries.get(name)
+        if old is not None and isinstance(old.target, str) and old.target == _describe_target(target):
+            old.target = target  # a listed built-in's module has loaded: keep its class
+            return
         if old is not None and old.target is not target:
             raise ValueError(
                 f"duplicate {self.kind} plugin name {name!r}: already registered by "
@@ -142,21 +187,16 @@ def register_lazy(kind: str, name: str, target: str) -> None:
 
 
 def load_builtins() -> None:
-    """Import every module of the built-in plugin packages so their decorators run."""
+    """List the built-in plugins (:data:`BUILTINS`) without importing them."""
     global _builtins_loaded
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    for package_name, _ in KINDS.values():
-        package = importlib.import_module(package_name)
-        for info in pkgutil.iter_modules(package.__path__):
-            if info.name.startswith("_") or info.name == "base":
-                continue
-            module = f"{package_name}.{info.name}"
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:  # an optional dependency is missing: say so in `list`
-                _load_errors[module] = f"{type(exc).__name__}: {exc}"
+    for kind, table in BUILTINS.items():
+        for name, target in table.items():
+            reg = registry(kind)
+            if name not in reg.entries:
+                reg.entries[name] = Entry(name, target, "builtin")
 
 
 def load_entry_points() -> None:
@@ -206,7 +246,18 @@ def describe(kind: str) -> dict[str, str]:
 
 
 def load_errors() -> dict[str, str]:
+    """module -> the ImportError of each built-in whose module cannot be imported here (an
+    optional dependency missing); imports every built-in, so `list` uses it, a run does not."""
     load_builtins()
+    for table in BUILTINS.values():
+        for target in table.values():
+            module = target.split(":", 1)[0]
+            if module in _load_errors:
+                continue
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                _load_errors[module] = f"{type(exc).__name__}: {exc}"
     return dict(_load_errors)
 
 

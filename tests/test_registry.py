@@ -111,3 +111,55 @@ def test_every_plugin_has_a_config_of_the_same_name(kind):
 
     for stem in files:
         assert yaml.safe_load((CONFIGS / kind / f"{stem}.yaml").read_text())["name"] == stem
+
+
+def test_builtins_table_matches_the_decorated_plugins():
+    """Every @register'ed class of the plugin packages is listed in BUILTINS under its own
+    module:Class, and every listed entry resolves to a class registered under that name."""
+    import importlib
+    import pkgutil
+
+    found = {}
+    for kind, (package_name, _) in registry.KINDS.items():
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package_name}.{info.name}")
+            for obj in vars(module).values():
+                if (isinstance(obj, type) and obj.__module__ == module.__name__
+                        and "registered_name" in vars(obj)):
+                    found.setdefault(kind, {})[obj.registered_name] = f"{obj.__module__}:{obj.__qualname__}"
+    assert found == registry.BUILTINS
+    for kind, table in registry.BUILTINS.items():
+        for name in table:
+            assert registry.get(kind, name).registered_name == name
+
+
+RUN_IMPORTS = """
+import sys
+from cvg_bench.cli import main
+rc = main(["run", "method=vanilla", "generator=dummy", "benchmark=shapes", "benchmark.limit=1",
+           "benchmark.categories=[spatial_relationships]", "seeds=[0]", "scorer=[oracle]",
+           "results_dir=" + sys.argv[1], "leaderboard=false"])
+print("RC", rc)
+print("MODULES", " ".join(sorted(m for m in sys.modules if m.startswith(("cvg_bench", "experiments")))))
+"""
+
+
+def test_a_run_imports_only_its_plugins_and_no_study(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", RUN_IMPORTS, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert "RC 0" in proc.stdout, proc.stdout + proc.stderr
+    modules = set(proc.stdout.split("MODULES", 1)[1].split())
+    assert {"cvg_bench.methods.vanilla", "cvg_bench.generators.dummy", "cvg_bench.benchmarks.shapes",
+            "cvg_bench.scorers.oracle"} <= modules
+    unused = {t.split(":")[0] for table in registry.BUILTINS.values() for t in table.values()}
+    unused -= {"cvg_bench.methods.vanilla", "cvg_bench.generators.dummy", "cvg_bench.benchmarks.shapes",
+               "cvg_bench.scorers.oracle"}
+    assert not unused & modules, sorted(unused & modules)
+    studies = [m for m in modules if m.startswith("experiments") or m.rsplit(".", 1)[-1] in (
+        "word_sensitivity", "quality_bar", "localisation", "guidance_report", "reference", "oracle_accuracy",
+        "evaluate", "tiny_training")]
+    assert not studies, studies

@@ -25,11 +25,10 @@ import pytest
 from cvg_bench.benchmarks.t2vcompbench import CATEGORIES, EXPORT_FOLDERS
 from cvg_bench.cli import main as cli
 from cvg_bench.export import MANIFEST, MIN_FRAMES, export_t2vcompbench
-from cvg_bench.registry import register
+from cvg_bench import registry
 from cvg_bench.scorers.base import Scorer, ScoreResult
 
 
-@register("scorer", "test_brightness")
 class BrightnessScorer(Scorer):
     """A weight-free faithfulness scorer for any category (this file is about files, not
     scores): the mean pixel value in [0, 1]."""
@@ -37,6 +36,16 @@ class BrightnessScorer(Scorer):
     def score(self, video, spec):
         value = float(video.mean() / 255)
         return ScoreResult(raw={"score": value}, normalised={"score": value})
+
+
+@pytest.fixture(autouse=True)
+def brightness_scorer(monkeypatch):
+    """Registered as scorer 'test_brightness' for this file's tests only (a copy of the scorer
+    table, so the suite's other tests see the built-ins alone)."""
+    registry.load_all()
+    table = registry.registry("scorer")
+    monkeypatch.setattr(table, "entries", dict(table.entries))
+    registry.register("scorer", "test_brightness")(BrightnessScorer)
 
 
 SHARED = Path(os.environ.get("CVG_TEST_T2VCOMPBENCH",
