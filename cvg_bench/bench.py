@@ -25,6 +25,7 @@ from cvg_bench import registry
 from cvg_bench.cvg.classifier import CVGClassifier
 from cvg_bench.cvg.features import FeatureSpec
 from cvg_bench.generators.base import StepContext
+from cvg_bench.guidance import EnergyHook
 from cvg_bench.records import atomic_write_json, atomic_write_text, library_versions
 
 log = logging.getLogger(__name__)
@@ -162,11 +163,17 @@ class GuidedStep:
         """Aggregator + backbone + head: -log s_t[y] (read symmetrised if the method does)."""
         return self.method.energy(attn, self.state, self.ctx)
 
-    def update(self, early: bool, eta: float = 0.1) -> torch.Tensor:
-        """forward + loss + backward + the update of z_t."""
-        z, attn = self.forward(early)
-        (grad,) = torch.autograd.grad(self.loss(attn), z)
-        return z - eta * grad
+    def update(self, early: bool) -> torch.Tensor:
+        """forward + loss + backward + the update of z_t: the method's own hook at step 0, the
+        code ``run`` calls (gradient-norm control and step size included)."""
+        hook = EnergyHook(self.method, self.state)
+
+        def run_attention(z: torch.Tensor, selection=None):
+            return self.generator.capture(z, self.t, self.spec, selection, early_exit=early)
+
+        ctx = StepContext(step_index=0, num_steps=self.ctx.num_steps, timestep=self.t, latents=self.z0,
+                          spec=self.spec, run_attention=run_attention, tokens=self.state["tokens"])
+        return hook(ctx)
 
 
 def guided_step_breakdown(cfg: DictConfig, generator, spec, clf_path: Path,

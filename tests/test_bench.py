@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 PROBE = """
 import torch
@@ -86,3 +87,33 @@ def test_bench_builds_the_committed_generator_when_not_random():
     gen = build_generator(OmegaConf.create({"generator": {"name": "tiny", "random": False,
                                                           "num_inference_steps": 4}}))
     assert gen.version().startswith("tiny:") and len(gen.timesteps()) == 4
+
+
+@pytest.mark.usefixtures("torch_one_thread")
+def test_bench_guided_step_is_the_step_run_takes(tmp_path):
+    """The bench's guided step and the sampler's hook at step 0 give the same z_t' (one code path)."""
+    from omegaconf import OmegaConf  # noqa: F401
+
+    from cvg_bench import registry
+    from cvg_bench.bench import GuidedStep, random_classifier
+    from cvg_bench.generators.tiny import TinyGenerator
+    from cvg_bench.shapes.grammar import parse
+
+    gen = TinyGenerator.random(num_frames=4, height=16, width=16, num_inference_steps=4)
+    spec = parse("a red circle on the left of a blue square")
+    clf = random_classifier(gen, gen.attention_layers()[:1], 1, tmp_path / "clf")
+    bench_z = GuidedStep(gen, spec, clf).update(early=True)
+
+    seen = {}
+
+    def spy(ctx):
+        z = method_hook(ctx)
+        if ctx.step_index == 0:
+            seen["z"] = z.detach().clone()
+        return z
+
+    method = registry.build("method", {"name": "cvg", "classifier": str(clf), "guided_steps": 1})
+    method_hook = method.make_hook(gen, spec)
+    gen.sample(spec, 0, hook=spy)
+    assert not torch.equal(bench_z, gen.initial_latents(0))  # the step moved z_t
+    torch.testing.assert_close(bench_z.to(seen["z"].dtype), seen["z"])

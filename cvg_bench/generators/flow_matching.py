@@ -30,6 +30,7 @@ from cvg_bench.generators.unet3d import (
     tensor_to_video,
     video_to_tensor,
 )
+from cvg_bench.quiet import quiet_dependencies
 from cvg_bench.types import PromptSpec, Video
 
 
@@ -128,6 +129,7 @@ def load_pipeline(pipeline_cls: type, backend: str, model: str, path: str | None
                   variant: str | None, revision: str | None, local_files_only: bool) -> Any:
     """``pipeline_cls.from_pretrained(path or model)``; a miss raises :class:`WeightsNotFoundError`
     naming the model id and the config key (``path``) that points at a local copy."""
+    quiet_dependencies()
     try:
         return load_t2v_pipeline(path or model, torch_dtype, variant, revision, local_files_only, backend,
                                  pipeline_cls=pipeline_cls, local_key="path")

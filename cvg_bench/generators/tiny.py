@@ -27,6 +27,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 from cvg_bench.generators.pixel_fold import PixelFoldVAE
 from cvg_bench.generators.positional_unet3d import PositionalUNet3DConditionModel
 from cvg_bench.generators.unet3d import UNet3DGenerator, folder_fingerprint, import_t2v_pipeline
+from cvg_bench.quiet import dtype_kwarg
 from cvg_bench.registry import register
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +178,7 @@ def load_tiny_pipeline(path: str | Path) -> Any:
     unet_class = json.loads((path / "unet" / "config.json").read_text()).get("_class_name")
     if unet_class == PositionalUNet3DConditionModel.__name__:
         extra["unet"] = PositionalUNet3DConditionModel.from_pretrained(path / "unet")
-    return pipeline_cls.from_pretrained(path, vae=vae, torch_dtype=torch.float32, **extra)
+    return pipeline_cls.from_pretrained(path, vae=vae, **dtype_kwarg(torch.float32), **extra)
 
 
 def resolve_path(path: str | Path | None) -> Path:

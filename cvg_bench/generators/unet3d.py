@@ -33,6 +33,7 @@ from cvg_bench.generators.base import (
     as_prompt,
 )
 from cvg_bench.generators.tokens import prompt_tokens
+from cvg_bench.quiet import dtype_kwarg, quiet_dependencies
 from cvg_bench.types import PromptSpec, Video
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -50,6 +51,7 @@ def import_t2v_pipeline() -> type:
     """``TextToVideoSDPipeline`` (deprecated in diffusers, still importable from there)."""
     import warnings
 
+    quiet_dependencies()  # its deprecation notice: see cvg_bench/quiet.py
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -435,7 +437,7 @@ def load_t2v_pipeline(
     folder, with an error that names the model and the config key (``local_key``) to point at
     a local copy."""
     pipeline_cls = pipeline_cls or import_t2v_pipeline()
-    kwargs: dict[str, Any] = {"torch_dtype": parse_dtype(torch_dtype), "local_files_only": local_files_only}
+    kwargs: dict[str, Any] = {**dtype_kwarg(parse_dtype(torch_dtype)), "local_files_only": local_files_only}
     if variant:
         kwargs["variant"] = variant
     if revision:
