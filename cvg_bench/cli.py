@@ -102,6 +102,12 @@ def _bench(cfg: DictConfig) -> int:
     return bench_main(cfg)
 
 
+def _prompts(cfg: DictConfig) -> int:
+    from cvg_bench.prompts import main as prompts_main
+
+    return prompts_main(cfg)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command("generate + score a method on a benchmark over seeds", _run),
     "score": Command("score existing videos (a folder with prompts.jsonl and <id>.mp4)", _score),
@@ -110,6 +116,8 @@ COMMANDS: dict[str, Command] = {
     "report": Command("HTML page per benchmark: each prompt's videos side by side, scores",
                       _report),
     "bench": Command("guidance cost: seconds, memory, breakdown, early exit (ratios)", _bench),
+    "prompts": Command("a benchmark's prompts per category, parsed specs, and the ones that do not map",
+                       _prompts),
     "list": Command("every registered plugin with a one-line description", None),
 }
 
