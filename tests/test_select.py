@@ -71,7 +71,7 @@ def test_cli_writes_the_choice_and_names_a_missing_score(tmp_path: Path, capsys)
 
 
 def test_reference_script_tunes_each_method_on_seen_only(capsys):
-    from cvg_bench.reference import main as reference
+    from experiments.reference import main as reference
 
     assert reference(["--dry-run", "--plan", "spatial_relationships,motion_binding=attend_excite,cvg",
                       "--plan", "consistent_attribute_binding=attend_excite",
@@ -88,7 +88,7 @@ def test_reference_script_tunes_each_method_on_seen_only(capsys):
 
 
 def test_reference_script_tunes_on_the_seeds_it_is_given(capsys):
-    from cvg_bench.reference import main as reference
+    from experiments.reference import main as reference
 
     assert reference(["--dry-run", "--plan", "spatial_relationships=cvg", "--tune-seeds", "0,1",
                       "--tune-limit", "12", "--guided-steps", "5"]) == 0
@@ -98,7 +98,7 @@ def test_reference_script_tunes_on_the_seeds_it_is_given(capsys):
 
 
 def test_reference_plan_names_a_malformed_group():
-    from cvg_bench.reference import parse_plan
+    from experiments.reference import parse_plan
 
     with pytest.raises(ValueError, match="'spatial_relationships' is not 'category,...=method,...'"):
         parse_plan(["spatial_relationships"])

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from cvg_bench.generators import quality_bar as qb
+from experiments import quality_bar as qb
 from cvg_bench.generators.tiny import TEST_CONFIG, TinyGenerator
 
 

@@ -1,7 +1,7 @@
 """The tiny generator's quality bar (issue 4): the oracle on many vanilla samples, per split
 and category, against the targets.
 
-    python -m cvg_bench.generators.quality_bar --path cvg_bench/assets/tiny_generator \\
+    python -m experiments.quality_bar --path cvg_bench/assets/tiny_generator \\
         --out results/reference/tiny_generator_quality/NAME --work results/tiny_generator_quality/NAME \\
         --limit 12 --seeds 0,1
 
@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from cvg_bench.leaderboard import load_records, sample_score
-from cvg_bench.reference import run_cli
 from cvg_bench.shapes.oracle import FRAME_FRACTION, MOVE
+from experiments.reference import run_cli
 
 VALID_VIDEO = FRAME_FRACTION
 SEEN_VALID_TARGET = 0.90
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_shards(args, a.jobs)
     given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m cvg_bench.generators.quality_bar", *map(shlex.quote, given)])
+    command = " ".join(["python -m experiments.quality_bar", *map(shlex.quote, given)])
     write_report(work, a.out, command)
     print((a.out / "quality.md").read_text())
     return 0

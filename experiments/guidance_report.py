@@ -8,7 +8,7 @@ taken after the energy first fell below the threshold are counted too: with
 ``grad_norm=normalize`` each still moves z_t by eta * ||z_t|| (what ``energy_threshold``
 skips).
 
-    python -m cvg_bench.cvg.guidance_report RUN_DIR [RUN_DIR ...] [--threshold 0.05] [--out DIR]
+    python -m experiments.guidance_report RUN_DIR [RUN_DIR ...] [--threshold 0.05] [--out DIR]
 """
 
 from __future__ import annotations

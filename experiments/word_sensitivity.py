@@ -1,6 +1,6 @@
 """Does the tiny generator's denoiser read the prompt's composition words?
 
-    python -m cvg_bench.generators.word_sensitivity --path PATH --n 32 --out results/reference/word_sensitivity/NAME
+    python -m experiments.word_sensitivity --path PATH --n 32 --out results/reference/word_sensitivity/NAME
 
 Rendered seen-split videos are noised to timesteps t and denoised under their true prompt p+
 and under p-: the same entities with another label y' of the category's set Y (the
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.unet.eval()
     pipe.text_encoder.eval()
     categories = args.categories.split(",") if args.categories else None
-    command = "python -m cvg_bench.generators.word_sensitivity " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m experiments.word_sensitivity " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.text_only:
         return write_text_only(pipe, path, args, categories, command)
     rows = sensitivity_rows(pipe, n=args.n, seed=args.seed, frames=args.frames, size=args.size,

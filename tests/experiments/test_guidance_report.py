@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cvg_bench.cvg.guidance_report import guided_rows, main, summarise
+from experiments.guidance_report import guided_rows, main, summarise
 from cvg_bench.records import RunStore
 
 

@@ -13,7 +13,7 @@
 Every step is a plain `python -m cvg_bench ...` command (printed as it runs), and the run
 store skips finished samples, so an interrupted script resumes where it stopped.
 
-    python -m cvg_bench.reference --out results/reference
+    python -m experiments.reference --out results/reference
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvg_bench.generators import word_sensitivity as ws
+from experiments import word_sensitivity as ws
 from cvg_bench.generators.tiny import TEST_CONFIG, build_tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
