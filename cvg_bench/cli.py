@@ -21,7 +21,7 @@ from cvg_bench.config import CONFIG_MODULE, register_schemas
 log = logging.getLogger("cvg_bench")
 
 # Errors that mean "bad input": printed as one line (set CVG_BENCH_DEBUG=1 for the traceback).
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError)
+USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, PermissionError)
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,24 @@ def _bench(cfg: DictConfig) -> int:
     return bench_main(cfg)
 
 
+def _select(cfg: DictConfig) -> int:
+    from cvg_bench.select import main as select_main
+
+    return select_main(cfg)
+
+
+def _paired(cfg: DictConfig) -> int:
+    from cvg_bench.paired import main as paired_main
+
+    return paired_main(cfg)
+
+
+def _export(cfg: DictConfig) -> int:
+    from cvg_bench.export import main as export_main
+
+    return export_main(cfg)
+
+
 def _prompts(cfg: DictConfig) -> int:
     from cvg_bench.prompts import main as prompts_main
 
@@ -116,6 +134,9 @@ COMMANDS: dict[str, Command] = {
     "report": Command("HTML page per benchmark: each prompt's videos side by side, scores",
                       _report),
     "bench": Command("guidance cost: seconds, memory, breakdown, early exit (ratios)", _bench),
+    "select": Command("the best setting of each method in a sweep, by a score (seen split)", _select),
+    "paired": Command("per-prompt wins / ties / losses against a baseline run, with a sign test", _paired),
+    "export": Command("a run's videos in a benchmark's own layout, for its official scripts", _export),
     "prompts": Command("a benchmark's prompts per category, parsed specs, and the ones that do not map",
                        _prompts),
     "list": Command("every registered plugin with a one-line description", None),

@@ -29,13 +29,11 @@ CLI: ``python -m cvg_bench.export t2vcompbench RUN_DIR OUT_DIR --version v1`` or
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -481,45 +479,25 @@ def export_vbench(records_or_run_dir: Any, out_dir: str | Path, *, mode: str = "
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m cvg_bench.export",
-        description="Export a run's videos into a benchmark's own layout for its official scripts.")
-    sub = parser.add_subparsers(dest="benchmark", required=True)
-    t2v = sub.add_parser("t2vcompbench", help="<folder>/NNNN.mp4 per category")
-    t2v.add_argument("run_dir")
-    t2v.add_argument("out_dir")
-    t2v.add_argument("--version", default="v1", choices=["v1", "v2"])
-    t2v.add_argument("--seed", type=int, default=None, help="one seed, no seed<k>/ level")
-    t2v.add_argument("--data-root", default=None,
-                     help="the suite: writes meta_data/<category>.json with the official 'prompt' "
-                          "key beside the folders (needed for partial exports and v2 mirrors)")
-    t2v.add_argument("--resample", action="store_true",
-                     help=f"write videos shorter than {MIN_FRAMES} frames as {MIN_FRAMES}-frame "
-                          "copies instead of refusing them")
-    t2v.add_argument("--csv-root", default="<csv>",
-                     help="where the official scripts' CSVs should go (per-tree advice)")
-    t2v.add_argument("--t2v-model", default="mymodel", help="the official scripts' --t2v-model")
-    vb = sub.add_parser("vbench", help="<dimension>/<prompt>-<index>.mp4")
-    vb.add_argument("run_dir")
-    vb.add_argument("out_dir")
-    for p in (t2v, vb):
-        p.add_argument("--copy", action="store_true", help="copy instead of hard-linking")
-        p.add_argument("--overwrite", action="store_true", help="replace an earlier export")
-    args = parser.parse_args(argv)
-    mode = "copy" if args.copy else "hardlink"
-    try:
-        if args.benchmark == "t2vcompbench":
-            report = export_t2vcompbench(args.run_dir, args.out_dir, args.version, seed=args.seed,
-                                         mode=mode, data_root=args.data_root,
-                                         overwrite=args.overwrite,
-                                         frames="resample" if args.resample else "check",
-                                         csv_root=args.csv_root, t2v_model=args.t2v_model)
-        else:
-            report = export_vbench(args.run_dir, args.out_dir, mode=mode, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+EXPORT_BENCHMARKS = ("t2vcompbench", "vbench")
+
+
+def main(cfg) -> int:
+    """``python -m cvg_bench export suite=t2vcompbench|vbench run_dir=RUN out_dir=DIR ...``
+    (configs/export.yaml lists every key)."""
+    benchmark = str(cfg.suite)
+    if benchmark not in EXPORT_BENCHMARKS:
+        raise ValueError(f"suite={benchmark!r}; accepted: {', '.join(EXPORT_BENCHMARKS)}")
+    mode = "copy" if cfg.copy else "hardlink"
+    if benchmark == "t2vcompbench":
+        report = export_t2vcompbench(str(cfg.run_dir), str(cfg.out_dir), str(cfg.version),
+                                     seed=None if cfg.seed is None else int(cfg.seed), mode=mode,
+                                     data_root=None if cfg.data_root is None else str(cfg.data_root),
+                                     overwrite=bool(cfg.overwrite),
+                                     frames="resample" if cfg.resample else "check",
+                                     csv_root=str(cfg.csv_root), t2v_model=str(cfg.t2v_model))
+    else:
+        report = export_vbench(str(cfg.run_dir), str(cfg.out_dir), mode=mode, overwrite=bool(cfg.overwrite))
     print(f"exported {len(report.files)} videos to {report.out_dir} ({MANIFEST} lists them)")
     for folder, how in report.folders.items():
         print(f"  {folder}: {how}")
@@ -528,7 +506,3 @@ def main(argv: list[str] | None = None) -> int:
     for folder, missing in report.missing.items():
         print(f"  missing in {folder}: {len(missing)}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

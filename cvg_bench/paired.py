@@ -15,7 +15,6 @@ the run hash added when two candidates share a method (ablations of one method).
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -104,37 +103,31 @@ def candidate_names(cands: list[pd.DataFrame]) -> list[str]:
     return [m if methods.count(m) == 1 else f"{m}@{c.attrs['run_hash']}" for m, c in zip(methods, cands)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--baseline", type=Path, required=True, help="the baseline's run folder")
-    p.add_argument("--candidate", type=Path, action="append", required=True,
-                   help="a compared run folder (repeatable)")
-    p.add_argument("--label", action="append", default=None,
-                   help="name of each candidate in the tables (repeatable, one per --candidate)")
-    p.add_argument("--score", default="oracle/relation", help="scores_norm key compared")
-    p.add_argument("--out", type=Path, default=None, help="folder for paired.{md,csv} and per_prompt.csv")
-    a = p.parse_args(argv)
-    if a.label is not None and len(a.label) != len(a.candidate):
-        p.error(f"--label given {len(a.label)} times for {len(a.candidate)} --candidate folders; "
-                "give one label per candidate or none")
-    base = per_prompt(a.baseline, a.score)
-    cands = [per_prompt(folder, a.score) for folder in a.candidate]
-    names = a.label or candidate_names(cands)
+def main(cfg) -> int:
+    """``python -m cvg_bench paired baseline=RUN candidates=[RUN,...] [labels=[...]] score=... out=DIR``."""
+    candidates = [Path(str(c)) for c in cfg.candidates]
+    labels = [str(x) for x in cfg.labels] if cfg.get("labels") is not None else None
+    if not candidates:
+        raise ValueError("candidates=[] is empty: give the run folders to compare with the baseline")
+    if labels is not None and len(labels) != len(candidates):
+        raise ValueError(f"labels has {len(labels)} names for {len(candidates)} candidates; "
+                         "give one label per candidate or none")
+    score = str(cfg.score)
+    base = per_prompt(Path(str(cfg.baseline)), score)
+    cands = [per_prompt(folder, score) for folder in candidates]
+    names = labels or candidate_names(cands)
     summaries, prompts = [], []
     for cand, name in zip(cands, names):
         table = compare(base, cand)
         summaries.append(summarise(table, name))
         prompts.append(table.assign(candidate=name))
     summary = pd.concat(summaries, ignore_index=True)
-    text = to_markdown(summary, a.score, base.attrs["method"])
+    text = to_markdown(summary, score, base.attrs["method"])
     print(text)
-    if a.out is not None:
-        a.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(a.out / "paired.md", text)
-        atomic_write_text(a.out / "paired.csv", summary.to_csv(index=False))
-        atomic_write_text(a.out / "per_prompt.csv", pd.concat(prompts).to_csv(index=False))
+    if cfg.get("out"):
+        out = Path(str(cfg.out))
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "paired.md", text)
+        atomic_write_text(out / "paired.csv", summary.to_csv(index=False))
+        atomic_write_text(out / "per_prompt.csv", pd.concat(prompts).to_csv(index=False))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

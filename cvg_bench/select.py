@@ -15,7 +15,6 @@ first one found, so the choice is deterministic.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -80,25 +79,15 @@ def choose_settings(results_dirs: list[Path], score: str) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("results_dirs", nargs="+", type=Path)
-    p.add_argument("--score", default="oracle/pass", help="a key of the records' scores_norm")
-    p.add_argument("--out", type=Path, default=None, help="JSON file for the choice")
-    args = p.parse_args(argv)
-    try:
-        chosen = choose_settings(args.results_dirs, args.score)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}")
-        return 2
+def main(cfg) -> int:
+    """``python -m cvg_bench select results_dirs=[DIR,...] score=oracle/pass out=FILE``."""
+    dirs = [Path(str(d)) for d in cfg.results_dirs]
+    chosen = choose_settings(dirs, str(cfg.score))
     for method, c in chosen["methods"].items():
         print(f"{method}: {c['best_mean']:.3f} with {' '.join(c['overrides']) or '(one setting)'}"
               f"  [{len(c['runs'])} settings]")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, json.dumps(chosen, indent=1) + "\n")
+    if cfg.get("out"):
+        out = Path(str(cfg.out))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(chosen, indent=1) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

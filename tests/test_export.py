@@ -10,7 +10,8 @@ import pytest
 
 from cvg_bench.benchmarks.t2vcompbench import V1_PROMPT_FILES
 from cvg_bench.video_io import write_mp4
-from cvg_bench.export import MANIFEST, export_t2vcompbench, export_vbench, main, vbench_file_name
+from cvg_bench.cli import main as cli
+from cvg_bench.export import MANIFEST, export_t2vcompbench, export_vbench, vbench_file_name
 
 SUITE = {  # two prompts per category in the v1 format (the export reads only the prompts)
     "spatial_relationships": [
@@ -213,8 +214,10 @@ def test_vbench_file_names_that_cannot_exist():
 def test_cli(tmp_path, capsys):
     suite = write_suite(tmp_path / "suite")
     run = write_run(tmp_path / "run", t2v_samples())
-    assert main(["t2vcompbench", str(run), str(tmp_path / "out"), "--seed", "0",
-                 "--data-root", str(suite)]) == 0
+    assert cli(["export", "suite=t2vcompbench", f"run_dir={run}", f"out_dir={tmp_path / 'out'}", "seed=0",
+                f"data_root={suite}"]) == 0
     assert "exported 4 videos" in capsys.readouterr().out
-    assert main(["t2vcompbench", str(tmp_path / "nowhere"), str(tmp_path / "o2")]) == 2
+    assert cli(["export", f"run_dir={tmp_path / 'nowhere'}", f"out_dir={tmp_path / 'o2'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert cli(["export", "suite=vbench2", f"run_dir={run}", f"out_dir={tmp_path / 'o3'}"]) == 2
+    assert "suite='vbench2'; accepted: t2vcompbench, vbench" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cvg_bench import paired
+from cvg_bench.cli import main as cli
 from cvg_bench.records import RunStore
 
 
@@ -65,7 +66,7 @@ def test_paired_counts_means_and_shared_seeds(tmp_path):
 
 def test_cli_writes_tables(tmp_path, capsys):
     b, c = _run(tmp_path / "b", "vanilla", BASE), _run(tmp_path / "c", "cvg", CAND)
-    assert paired.main(["--baseline", str(b), "--candidate", str(c), "--out", str(tmp_path / "o")]) == 0
+    assert cli(["paired", f"baseline={b}", f"candidates=[{c}]", f"out={tmp_path / 'o'}"]) == 0
     assert "| cvg | spatial | 2 | 1 / 0 / 1 |" in (tmp_path / "o" / "paired.md").read_text()
     assert (tmp_path / "o" / "per_prompt.csv").read_text().count("\n") == 4
 
@@ -74,15 +75,14 @@ def test_candidates_of_one_method_are_told_apart(tmp_path, capsys):
     b = _run(tmp_path / "b", "vanilla", BASE)
     c1 = _run(tmp_path / "c1", "cvg", CAND, run_hash="h1")
     c2 = _run(tmp_path / "c2", "cvg", BASE, run_hash="h2")
-    args = ["--baseline", str(b), "--candidate", str(c1), "--candidate", str(c2)]
-    assert paired.main(args + ["--out", str(tmp_path / "o")]) == 0
+    args = ["paired", f"baseline={b}", f"candidates=[{c1},{c2}]"]
+    assert cli(args + [f"out={tmp_path / 'o'}"]) == 0
     text = (tmp_path / "o" / "paired.md").read_text()
     assert "| cvg@h1 | spatial | 2 | 1 / 0 / 1 |" in text and "| cvg@h2 | spatial | 2 | 0 / 2 / 0 |" in text
-    assert paired.main(args + ["--label", "five steps", "--label", "p+ only"]) == 0
+    assert cli(args + ["labels=[five steps,p+ only]"]) == 0
     assert "| p+ only | motion |" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        paired.main(args + ["--label", "only one"])
-    assert "--label given 1 times for 2 --candidate" in capsys.readouterr().err
+    assert cli(args + ["labels=[only one]"]) == 2
+    assert "labels has 1 names for 2 candidates" in capsys.readouterr().err
 
 
 def test_errors_name_the_problem(tmp_path):

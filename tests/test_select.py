@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cvg_bench.records import RunStore
-from cvg_bench.select import choose_settings, main
+from cvg_bench.cli import main as cli
+from cvg_bench.select import choose_settings
 
 
 def _run(root: Path, method: str, run_hash: str, setting: dict, passes: list[float]) -> None:
@@ -64,10 +65,10 @@ def test_a_key_only_some_runs_were_given_is_swept_and_re_created_with_force_add(
 def test_cli_writes_the_choice_and_names_a_missing_score(tmp_path: Path, capsys):
     _run(tmp_path / "r", "ae", "h1", {"eta": 0.1}, [1, 0])
     out = tmp_path / "chosen.json"
-    assert main([str(tmp_path / "r"), "--score", "oracle/relation", "--out", str(out)]) == 0
+    assert cli(["select", f"results_dirs=[{tmp_path / 'r'}]", "score=oracle/relation", f"out={out}"]) == 0
     assert json.loads(out.read_text())["methods"]["ae"]["best_mean"] == 0.5
-    assert main([str(tmp_path / "r"), "--score", "oracle/nothing"]) == 2
-    assert "no record has score 'oracle/nothing'" in capsys.readouterr().out
+    assert cli(["select", f"results_dirs=[{tmp_path / 'r'}]", "score=oracle/nothing"]) == 2
+    assert "no record has score 'oracle/nothing'" in capsys.readouterr().err
 
 
 def test_reference_script_tunes_each_method_on_seen_only(capsys):
