@@ -23,8 +23,8 @@ folder holding ``samples/`` and ``videos/``). The official evaluations want othe
 Files are hard links (no extra disk; a copy where the file systems differ) or copies. Each
 export writes ``export_manifest.json`` (what went where, what is missing) beside the folders.
 
-CLI: ``python -m cvg_bench.export t2vcompbench RUN_DIR OUT_DIR --version v1`` or
-``python -m cvg_bench.export vbench RUN_DIR OUT_DIR`` (``--help`` for the options).
+CLI: ``python -m cvg_bench export suite=t2vcompbench run_dir=RUN out_dir=OUT version=v1`` or
+``python -m cvg_bench export suite=vbench run_dir=RUN out_dir=OUT`` (``--help`` for the keys).
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def _check_frames(plans: list[_FolderPlan], policy: str, report: ExportReport) -
             f"{len(short)} video(s) have fewer than the {MIN_FRAMES} frames the official "
             f"T2V-CompBench scripts extract (dynamic attribute binding would fail on frame "
             f"index 1-14): {'; '.join(short[:3])}{'...' if len(short) > 3 else ''}. Generate "
-            f">= {MIN_FRAMES} frames, or export with --resample (frames='resample') to write "
+            f">= {MIN_FRAMES} frames, or export with resample=true (frames='resample') to write "
             f"{MIN_FRAMES}-frame copies; accepted frames policies: {', '.join(FRAME_POLICIES)}")
     if short:
         report.notes.append(f"{len(short)} video(s) shorter than {MIN_FRAMES} frames were written "
@@ -366,7 +366,7 @@ def export_t2vcompbench(records_or_run_dir: Any, out_dir: str | Path, version: s
             elif complete:
                 names = {n: n for n in numbers}
                 meta_file = (f"the official meta_data/{cat}.json (key 'prompt'; a mirror copy with "
-                             "'caption' fails the official scripts: pass --data-root to write one)")
+                             "'caption' fails the official scripts: pass data_root= to write one)")
             else:
                 if cat not in suite_records:
                     raise ValueError(
