@@ -158,7 +158,7 @@ def test_v2_export_passes_the_official_replay_with_the_official_key(tmp_path):
 
 @needs_shared
 def test_short_videos_are_refused_before_anything_is_written(tmp_path):
-    with pytest.raises(ValueError, match=r"fewer than the 16 frames.*--resample"):
+    with pytest.raises(ValueError, match=r"fewer than the 16 frames.*resample=true"):
         run_and_export(tmp_path, "v1", frames=8, policy="check", seeds="[0]")
     assert not (tmp_path / "export").exists()
 
