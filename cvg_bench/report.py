@@ -37,6 +37,7 @@ import imageio.v2 as iio
 import numpy as np
 import pandas as pd
 
+from cvg_bench.contact_sheet import contact_sheet
 from cvg_bench.leaderboard import _row_keys, load_records
 from cvg_bench.records import (
     PathEscape,
@@ -178,6 +179,19 @@ def _cell(rec: dict[str, Any], out: Path, run_dirs: dict[tuple[str, str], list[P
     return Cell(rec, video=rel.as_posix(), poster=poster_rel.as_posix())
 
 
+SHEET_ROWS = 12  # (prompt, seed) rows of a benchmark's contact sheet
+
+
+def _frames_of(cell: Cell, out: Path) -> np.ndarray | None:
+    """The cell's video (already checked and placed under ``out``), or None."""
+    if cell.video is None:
+        return None
+    try:
+        return read_video(out / cell.video)
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
 def _find_video(rec: dict[str, Any], runs: list[Path]) -> Path | None:
     """The record's video, resolved and checked: it stays under its root, and (schema 2) has
     the size and sha256 the record stores (``ValueError`` otherwise); None when absent."""
@@ -256,6 +270,7 @@ td.prompt { max-width: 16em; }
 td.target { max-width: 12em; font-size: 0.85em; word-break: break-word; }
 td.cell { text-align: center; min-width: 200px; }
 video { width: 192px; height: auto; background: #000; image-rendering: pixelated; }
+img.sheet { max-width: 100%; image-rendering: pixelated; border: 1px solid #ccc; }
 .placeholder { width: 192px; height: 108px; margin: auto; display: flex; align-items: center;
   justify-content: center; background: repeating-linear-gradient(45deg, #eee, #eee 8px,
   #f8f8f8 8px, #f8f8f8 16px); color: #a00; font-size: 0.85em; overflow: hidden;
@@ -319,6 +334,7 @@ def _benchmark_page(bench: str, sub: pd.DataFrame, out: Path,
 
     header = "".join(f"<th>{'<br>'.join(_e(v) for v in col)}</th>" for col in columns)
     rows = []
+    sheet_rows: list[tuple[str, list[np.ndarray | None]]] = []
     n_videos = 0
     for prompt in prompts.to_dict(orient="records"):
         pid = str(prompt["prompt_id"])
@@ -332,18 +348,30 @@ def _benchmark_page(bench: str, sub: pd.DataFrame, out: Path,
                         f'<td{span}>{_e(prompt["category"])}</td>',
                         f'<td class="target"{span}>{_target(by_prompt[pid])}</td>']
             tds.append(f"<td>{seed}</td>")
+            sheet_videos: list[np.ndarray | None] = []
             for col in columns:
                 rec = records.get((col, pid, seed))
                 cell = _cell(rec, out, run_dirs) if rec is not None else Cell(None)
                 n_videos += cell.video is not None
                 tds.append(_cell_html(cell))
+                if len(sheet_rows) < SHEET_ROWS:
+                    sheet_videos.append(_frames_of(cell, out))
+            if len(sheet_rows) < SHEET_ROWS:
+                sheet_rows.append((f"{prompt['prompt']} (seed {seed})", sheet_videos))
             rows.append(f'<tr data-prompt-id="{_e(pid)}" data-seed="{seed}">{"".join(tds)}</tr>')
     summary = (f"<p>{len(prompts)} prompt(s), {sub['seed'].nunique()} seed(s), "
                f"{len(columns)} run(s), {n_videos} video(s), "
                f"{int(sub['error'].notna().sum())} failed sample(s). Scores are normalised to "
                "[0, 1], higher is better; the poster is the middle frame.</p>")
+    sheet_html = ""
+    if sheet_rows and any(v is not None for _, vids in sheet_rows for v in vids):
+        name = f"{safe_name(bench)}_contact_sheet.png"
+        contact_sheet([" / ".join(col) for col in columns], sheet_rows, confined(name, out, "contact sheet"))
+        sheet_html = (f'<p>Contact sheet (first, middle and last frames; the first {len(sheet_rows)} '
+                      f'rows): <a href="{_url(name)}">{_e(name)}</a></p>'
+                      f'<img class="sheet" src="{_url(name)}" alt="contact sheet">')
     return _page(f"cvg_bench report: {bench}", [
-        f"<h1>{_e(bench)}</h1>", summary, _stamp(sources),
+        f"<h1>{_e(bench)}</h1>", summary, _stamp(sources), sheet_html,
         '<table class="report">',
         f"<thead><tr><th>prompt</th><th>category</th><th>target</th><th>seed</th>{header}"
         "</tr></thead>",

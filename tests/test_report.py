@@ -251,3 +251,14 @@ def test_report_in_headless_chromium(report, tmp_path):
         keep = Path(os.environ["CVG_REPORT_SCREENSHOT_DIR"])
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy2(shot, keep / "report_bench.png")
+
+
+def test_benchmark_page_shows_a_contact_sheet(report):
+    """A PNG of each run's frames beside the table: one column per run, one row per (prompt, seed)."""
+    from PIL import Image
+
+    sheet = report.parent / "bench_contact_sheet.png"
+    page = (report.parent / "bench.html").read_text()
+    assert sheet.is_file() and 'src="bench_contact_sheet.png"' in page
+    width, height = Image.open(sheet).size
+    assert width > 2 * 100 and height > 3 * 16  # 2 runs (vanilla, cvg) x 3 (prompt, seed) rows
