@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "generator": ("cvg_bench.generators", "cvg_bench.generators.base:Generator"),
     "scorer": ("cvg_bench.scorers", "cvg_bench.scorers.base:Scorer"),
     "backbone": ("cvg_bench.backbones", "cvg_bench.backbones.base:Backbone"),
+    "labeller": ("cvg_bench.labellers", "cvg_bench.labellers.base:Labeller"),
 }
 
 
@@ -73,6 +74,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "none": "cvg_bench.backbones.none:NoBackbone",
         "hf-vision": "cvg_bench.backbones.hf_vision:HFVisionTower",
         "hf-vlm": "cvg_bench.backbones.hf_vlm:HFVLM",
+    },
+    "labeller": {
+        "shapes": "cvg_bench.labellers.shapes:ShapesLabeller",
     },
 }
 

@@ -48,7 +48,7 @@ def test_unknown_name_lists_available_and_closest():
 
 
 def test_unknown_kind_names_the_kinds():
-    with pytest.raises(registry.RegistryError, match="benchmark, generator, method"):
+    with pytest.raises(registry.RegistryError, match="benchmark, generator, labeller, method"):
         registry.get("metod", "vanilla")
 
 

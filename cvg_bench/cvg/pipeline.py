@@ -1,10 +1,13 @@
 """`train component=classifier`: data -> dual-inversion feature cache -> CVG classifier.
 
-Data on the shapes world: real videos (rendered, true labels) and synthetic videos (sampled
-from the generator, labelled by the oracle: the one label of Y whose composition the video
-passes; videos passing none or several are skipped). Each video is inverted under p+ and
-p-; the cached features train the classifier with (and, for the leakage check, without)
-dual inversion. Everything is deterministic from ``seed`` and resumable per shard.
+Data (``data.source``, ``cvg/sources.py``): the shapes renderer (real videos with true labels,
+plus a share of synthetic videos sampled from the generator and labelled by a labeller plugin,
+``data.labeller``: the one label of Y the video shows; videos showing none or several are
+skipped), a folder of labelled videos, or the generator's own samples on a prompt suite,
+labelled; mixed by weight. Each video is inverted under p+ and p-; the cached features train
+the classifier with (and, for the leakage check, without) dual inversion. Everything is
+deterministic from ``seed`` and resumable per shard. The judge never trains the contestant:
+no scorer and not the shapes oracle is imported on this path (tests/test_cvg_sources.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +33,36 @@ from cvg_bench.cvg.training import (
     build_feature_cache,
     train_classifier,
 )
+from cvg_bench.cvg.sources import (
+    FolderSource,
+    PromptParser,
+    build_labeller,
+    folder_digest,
+    generate_folder,
+    mix_plan,
+    read_folder,
+    source_weights,
+    split_folder,
+)
 from cvg_bench.records import atomic_write_json, config_hash, safe_name
 
 log = logging.getLogger(__name__)
 
-
-def oracle_label(video: np.ndarray, spec) -> str | None:
-    """The label of Y whose composition ``video`` shows (None: none or several pass)."""
-    from cvg_bench.shapes.grammar import Composition, composition_of
-    from cvg_bench.shapes.oracle import judge
-
-    comp = composition_of(spec)
-    passing = [y for y in spec.label_set
-               if judge(video, Composition(comp.category, comp.objects, y)).passed]
-    return passing[0] if len(passing) == 1 else None
-
-
 STREAMS = ("sequential", "indexed")
+DEFAULT_LABELLER = {"name": "shapes"}
+
+
+def labeller_label(labeller, video: np.ndarray, spec) -> str | None:
+    """The label of Y ``video`` shows by the labeller (None: none or several)."""
+    if labeller is None:
+        raise ValueError("synthetic videos need a labeller: set data.labeller (e.g. {name: shapes})")
+    return labeller.label(video, spec).label
 
 
 def _draw(generator, rng: np.random.Generator, category: str, split: str, video_seed: int,
-          synthetic_fraction: float, render_cfg) -> Example | None:
+          synthetic_fraction: float, render_cfg, labeller=None) -> Example | None:
     """One (video, p+, p-, source) from ``rng``; None when a synthetic video shows no single
-    composition of Y (not a sample)."""
+    composition of Y by the labeller (not a sample)."""
     from cvg_bench.shapes.grammar import Composition, composition_of, negative, sample_spec, spec_of
     from cvg_bench.shapes.render import render
 
@@ -61,7 +72,7 @@ def _draw(generator, rng: np.random.Generator, category: str, split: str, video_
         video = render(spec, seed=video_seed, cfg=render_cfg)
     else:
         video = generator.sample(spec, seed=video_seed).video
-        label = oracle_label(video, spec)
+        label = labeller_label(labeller, video, spec)
         if label is None:
             return None
         comp = composition_of(spec)
@@ -76,10 +87,11 @@ class SequentialExamples:
     re-drawing (and re-sampling the synthetic videos of) the shards before it."""
 
     def __init__(self, generator, categories: list[str], split: str, seed: int,
-                 synthetic_fraction: float, render_cfg: dict[str, Any]):
+                 synthetic_fraction: float, render_cfg: dict[str, Any], labeller=None):
         from cvg_bench.shapes.render import RenderConfig
 
         self.generator, self.categories, self.split = generator, categories, split
+        self.labeller = labeller
         self.seed, self.synthetic_fraction = seed, synthetic_fraction
         self.render_cfg = RenderConfig(**render_cfg)
         self.rng = np.random.default_rng(seed)
@@ -92,7 +104,7 @@ class SequentialExamples:
         while True:
             example = _draw(self.generator, self.rng, self.categories[self.i % len(self.categories)],
                             self.split, self.seed * 1_000_003 + self.i, self.synthetic_fraction,
-                            self.render_cfg)
+                            self.render_cfg, self.labeller)
             self.i += 1
             if example is not None:
                 return example
@@ -106,7 +118,8 @@ class SequentialExamples:
 
 
 def indexed_example(generator, categories: list[str], split: str, seed: int,
-                    synthetic_fraction: float, render_cfg: dict[str, Any], i: int) -> Example:
+                    synthetic_fraction: float, render_cfg: dict[str, Any], i: int,
+                    labeller=None) -> Example:
     """Example i of the ``indexed`` stream: drawn from its own rng (seed, i, attempt), so any
     process makes any example without the ones before it (cache tasks split the stream)."""
     from cvg_bench.shapes.render import RenderConfig
@@ -116,28 +129,180 @@ def indexed_example(generator, categories: list[str], split: str, seed: int,
         rng = np.random.default_rng([seed, i, attempt])
         video_seed = int(rng.integers(2**31 - 1))
         example = _draw(generator, rng, categories[i % len(categories)], split, video_seed,
-                        synthetic_fraction, cfg)
+                        synthetic_fraction, cfg, labeller)
         if example is not None:
             return example
     raise RuntimeError(f"example {i}: 1000 synthetic videos in a row showed no single composition")
 
 
-def example_source(cfg: DictConfig, generator, categories: list[str], seed: int):
-    """The configured stream (``data.stream``): an iterator (sequential) or i -> example."""
+def render_labeller(cfg: DictConfig):
+    """The labeller of the render source's synthetic share (None when it has none)."""
+    if float(cfg.data.get("synthetic_fraction", 0.0)) <= 0:
+        return None
+    return build_labeller(cfg.data.get("labeller") or DEFAULT_LABELLER)
+
+
+def example_source(cfg: DictConfig, generator, categories: list[str], seed: int,
+                   data: "DataSources | None" = None, part: str = "train"):
+    """The configured examples: for the render source alone, its stream (``data.stream``):
+    an iterator (sequential) or i -> example; for a folder, generated videos or a mix, the
+    function i -> example of ``data`` (a :class:`DataSources`) for ``part``."""
+    weights = source_weights(cfg.data.get("source", "render"))
+    if weights != {"render": 1.0}:
+        if data is None:
+            raise ValueError("a folder, generate or mixed data.source needs its DataSources")
+        return data.examples(part, seed)
     stream = cfg.data.get("stream", "sequential")
     if stream not in STREAMS:
         raise ValueError(f"data.stream={stream!r}; accepted: {', '.join(STREAMS)}")
+    labeller = render_labeller(cfg)
+    if labeller is not None:
+        labeller.check_categories(categories)
     args = (generator, categories, cfg.data.split, int(seed), float(cfg.data.synthetic_fraction),
             OmegaConf.to_container(cfg.data.render, resolve=True))
     if stream == "sequential":
-        return SequentialExamples(*args)
-    return lambda i: indexed_example(*args, i)
+        return SequentialExamples(*args, labeller=labeller)
+    return lambda i: indexed_example(*args, i, labeller=labeller)
+
+
+class DataSources:
+    """The non-render sources of one training: the parsed folder(s) (train / val items), the
+    generated folder, and the seeded plan mixing them with the renderer by weight."""
+
+    def __init__(self, cfg: DictConfig, generator, categories: list[str]):
+        self.cfg, self.generator, self.categories = cfg, generator, categories
+        self.weights = source_weights(cfg.data.get("source", "render"))
+        self.parser = PromptParser(cfg.data.get("benchmark") or {"name": "shapes"})
+        self.skipped: list[dict[str, str]] = []
+        self.folders: dict[str, dict[str, FolderSource]] = {}
+        self.render_labeller = render_labeller(cfg) if "render" in self.weights else None
+        if self.render_labeller is not None:
+            self.render_labeller.check_categories(categories)
+
+    def generate(self, task: int = 0, tasks: int = 1) -> dict[str, Any]:
+        """Sample + label this task's share of ``data.generate`` into its folder."""
+        g = self.cfg.data.get("generate") or {}
+        labeller = build_labeller(self.cfg.data.get("labeller") or DEFAULT_LABELLER)
+        return generate_folder(self.generator, labeller, self.parser, generated_folder(self.cfg),
+                               int(g.get("num_videos", 64)), int(self.cfg.seed), self.categories,
+                               task=task, num_tasks=tasks)
+
+    def load_folders(self) -> None:
+        """Parse the folder and generated folder (train / val split) once."""
+        seed, n_val = int(self.cfg.seed), int(self.cfg.data.val)
+        roots = {}
+        if "folder" in self.weights:
+            if not self.cfg.data.get("folder"):
+                raise ValueError("data.source=folder needs data.folder=PATH (a folder with "
+                                 "prompts.jsonl and <id>.mp4)")
+            roots["folder"] = (Path(self.cfg.data.folder), self.cfg.data.get("val_folder"))
+        if "generate" in self.weights:
+            roots["generate"] = (generated_folder(self.cfg), None)
+        for name, (root, val_root) in roots.items():
+            items, skipped = read_folder(root, self.parser, self.categories)
+            self.skipped += [{**s, "folder": str(root)} for s in skipped]
+            if val_root:
+                val, vskipped = read_folder(Path(val_root), self.parser, self.categories)
+                self.skipped += [{**s, "folder": str(val_root)} for s in vskipped]
+                train = items
+            else:
+                val_share = n_val if len(self.weights) == 1 else round(self.weights[name] * n_val)
+                train, val = split_folder(items, val_share, seed)
+            self.folders[name] = {"train": FolderSource(train, self.parser, self.generator, seed),
+                                  "val": FolderSource(val, self.parser, self.generator, seed + 1)}
+
+    def examples(self, part: str, seed: int):
+        """i -> example i of ``part`` (train | val), by the seeded mix plan."""
+        if not self.folders and set(self.weights) - {"render"}:
+            self.load_folders()
+        n = int(self.cfg.data.train if part == "train" else self.cfg.data.val)
+        plan = mix_plan(self.weights, n, seed)
+        for name, folders in self.folders.items():
+            need = sum(1 for s, _ in plan if s == name)
+            if need > len(folders[part]):
+                raise ValueError(f"data.{part}={n} takes {need} {part} videos from the {name} "
+                                 f"source, which has {len(folders[part])}; accepted: at most "
+                                 f"that many (lower data.{part} or the {name} weight)")
+        render_args = (self.generator, self.categories, self.cfg.data.split, int(seed),
+                       float(self.cfg.data.synthetic_fraction),
+                       OmegaConf.to_container(self.cfg.data.render, resolve=True))
+
+        def example(i: int) -> Example:
+            name, j = plan[i]
+            if name == "render":
+                return indexed_example(*render_args, j, labeller=self.render_labeller)
+            return self.folders[name][part].example(j)
+
+        return example
+
+
+def generated_folder(cfg: DictConfig) -> Path:
+    """Where ``data.source=generate`` writes its videos (a folder source; inspect, reuse)."""
+    g = cfg.data.get("generate") or {}
+    return Path(g.get("out") or "results/cvg_generated")
+
+
+# --- K(p), L, H, T per generator ------------------------------------------------------------------
+FEATURE_KEYS = ("k", "steps", "layers", "heads", "num_inference_steps", "map_size", "max_entities")
+K_CHOICES = ("entity_words",)
+
+
+def generator_defaults(name: str) -> dict[str, Any]:
+    """CVG's feature defaults of a generator: ``configs/generator/cvg/<name>.yaml`` (kept apart
+    from ``configs/generator/<name>.yaml``, whose every key is a constructor argument)."""
+    import yaml
+
+    safe = safe_name(str(name))
+    path = resources.files("cvg_bench.configs").joinpath("generator", "cvg", f"{safe}.yaml")
+    if not path.is_file():
+        folder = resources.files("cvg_bench.configs").joinpath("generator", "cvg")
+        known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+        raise ValueError(f"generator {name!r} has no CVG feature defaults (configs/generator/cvg/"
+                         f"{safe}.yaml); set every features.* key ({', '.join(FEATURE_KEYS[1:])}) "
+                         f"or add that file; generators with defaults: {', '.join(known)}")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(data) - set(FEATURE_KEYS) - {"notes"})
+    if unknown:
+        raise ValueError(f"configs/generator/cvg/{safe}.yaml: unknown keys {unknown}; accepted: "
+                         f"{', '.join(FEATURE_KEYS)}, notes")
+    return {k: v for k, v in data.items() if k != "notes"}
 
 
 def feature_spec(cfg: DictConfig, generator) -> FeatureSpec:
+    """T, L, H and the map geometry: ``features.*`` where set, else the generator's defaults.
+    ``layers`` may name layers or index ``generator.attention_layers()``; [] = every layer."""
     f = OmegaConf.to_container(cfg.features, resolve=True)
+    missing = [k for k in FEATURE_KEYS if f.get(k, None) is None and k != "num_inference_steps"]
+    if missing:
+        defaults = generator_defaults(cfg.generator.name)
+        for k in missing:
+            if k in defaults:
+                f[k] = defaults[k]
+    k = f.pop("k", None) or "entity_words"
+    if k not in K_CHOICES:
+        raise ValueError(f"features.k={k!r}; accepted: {', '.join(K_CHOICES)} (K(p) = the tokens "
+                         "of every entity word: attributes and noun, relation words withheld)")
     if not f.get("layers"):  # default L: every cross-attention layer of the generator
         f["layers"] = generator.attention_layers()
+    elif any(isinstance(x, int) for x in f["layers"]) or hasattr(generator, "attention_layers"):
+        try:
+            available = generator.attention_layers()
+        except NotImplementedError:  # a plumbing generator: names are taken as given
+            available = [x for x in f["layers"] if isinstance(x, str)]
+        names = []
+        for layer in f["layers"]:
+            if isinstance(layer, int) and not isinstance(layer, bool):
+                if not -len(available) <= layer < len(available):
+                    raise ValueError(f"features.layers index {layer} is outside the generator's "
+                                     f"{len(available)} cross-attention layers; accepted: "
+                                     f"-{len(available)}..{len(available) - 1} or names "
+                                     f"{available}")
+                layer = available[layer]
+            elif layer not in available:
+                raise ValueError(f"features.layers {layer!r} is not a cross-attention layer of "
+                                 f"the generator; accepted: {available}")
+            names.append(layer)
+        f["layers"] = names
     if f.get("num_inference_steps") is None:  # the generator's own schedule
         f["num_inference_steps"] = len(generator.timesteps())
     return FeatureSpec(**f)
@@ -151,13 +316,28 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     generator = registry.build("generator", cfg.generator)
     features = feature_spec(cfg, generator)
-    categories = list(cfg.categories or CATEGORIES)
-    cache_root = Path(cfg.cache_dir) / cache_name(cfg, generator.version(), features, categories)
-    started = time.time()
-    caches = {}
+    weights = source_weights(cfg.data.get("source", "render"))
+    data = None if weights == {"render": 1.0} else DataSources(cfg, generator, [])
+    categories = list(cfg.categories or (CATEGORIES if data is None else
+                                         trainable_categories(data.parser)))
+    if data is not None:
+        data.categories = categories
     task, tasks = int(cfg.get("cache_task", 0)), int(cfg.get("cache_tasks", 1))
+    started = time.time()
+    generated = None
+    if "generate" in weights:  # sample + label first: the folder must be whole before caching
+        generated = data.generate(task, tasks)
+        if generated["missing"]:
+            log.info("generate: task %d/%d done; %d videos still to make under %s (re-run the "
+                     "array: a task caches once every video is made)", task, tasks,
+                     len(generated["missing"]), generated["out"])
+            return {"generate": generated, "cache_task": task, "cache_tasks": tasks,
+                    "missing_shards": None, "cache_minutes": (time.time() - started) / 60}
+    cache_root = Path(cfg.cache_dir) / cache_name(cfg, generator.version(), features, categories)
+    caches = {}
     for part, n, seed in (("train", cfg.data.train, cfg.seed), ("val", cfg.data.val, cfg.seed + 1)):
-        caches[part] = build_feature_cache(generator, example_source(cfg, generator, categories, seed),
+        examples = example_source(cfg, generator, categories, seed, data=data, part=part)
+        caches[part] = build_feature_cache(generator, examples,
                                            features, FeatureCache(cache_root / part), int(n),
                                            int(cfg.data.shard_size), task=task, num_tasks=tasks)
     if tasks > 1:  # one array task of the cache build: the training is a later, single job
@@ -167,23 +347,32 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
                  "are all built, with cache_tasks=1)", task, tasks, cache_root, missing)
         return {"cache": str(cache_root), "cache_task": task, "cache_tasks": tasks,
                 "missing_shards": missing, "cache_minutes": (time.time() - started) / 60}
-    label_sets = {c: _union_labels(c, label_set) for c in categories}
+    vpos, vneg, vrows = caches["val"].load()
+    if data is None:
+        label_sets = {c: _union_labels(c, label_set) for c in categories}
+    else:
+        label_sets = head_label_sets(data.parser, categories, caches["train"].load()[2] + vrows)
     heads = head_types(cfg, categories)
-    probe = caches["val"].load()[0]
+    probe = vpos
+    identity = generator_identity(cfg, generator)
     report: dict[str, Any] = {"features": features.to_dict(), "generator": generator.version(),
+                              **identity, "sources": weights,
+                              "skipped_prompts": data.skipped if data is not None else [],
+                              "generated": generated,
                               "categories": categories, "cache": str(cache_root),
                               "n_train": int(cfg.data.train), "n_val": int(cfg.data.val),
                               "head_types": heads,
                               "augment": list(cfg.optim.get("augment") or []),
                               "cache_minutes": (time.time() - started) / 60}
-    vpos, vneg, vrows = caches["val"].load()
-    report["val_sources"] = {s: sum(r["source"] == s for r in vrows) for s in ("real", "synthetic")}
+    tags = ("real", "synthetic") + tuple(sorted({r["source"] for r in vrows} - {"real", "synthetic"}))
+    report["val_sources"] = {s: sum(r["source"] == s for r in vrows) for s in tags}
     for key, dual, backbone in variants(cfg):
         model = CVGClassifier(features, label_sets, backbone,
                               num_layer_heads=probe.shape[3], frames=probe.shape[5],
                               aggregator=OmegaConf.to_container(cfg.aggregator),
                               head_types=heads,
-                              meta={"generator": generator.version(), "dual": dual, "variant": key})
+                              meta={"generator": generator.version(), **identity, "dual": dual,
+                                    "variant": key})
         result = train_classifier(model, caches["train"], caches["val"], dual=dual,
                                   seed=int(cfg.seed),
                                   checkpoint=checkpoint_path(cfg, cache_root, key, backbone, heads),
@@ -198,6 +387,34 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     log.info("classifier report: %s", json.dumps({k: v for k, v in report.items()
                                                    if not isinstance(v, dict) or "history" not in v}, indent=1))
     return report
+
+
+def generator_identity(cfg: DictConfig, generator) -> dict[str, str]:
+    """The generator's registered name and a hash of its config, saved with the classifier
+    (the method refuses another generator's maps by its version, as before)."""
+    gcfg = OmegaConf.to_container(cfg.generator, resolve=True)
+    return {"generator_name": str(gcfg.get("name")), "generator_config_hash": config_hash(gcfg)}
+
+
+def trainable_categories(parser: PromptParser) -> list[str]:
+    """The adapter's categories whose label set has two labels or more (p- needs a wrong one)."""
+    sets = parser.label_sets() or {}
+    return [c for c in parser.benchmark.all_categories if len(sets.get(c, ())) > 1]
+
+
+def head_label_sets(parser: PromptParser, categories: list[str],
+                    rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """One head per category over every label the adapter gives it (else the cached rows')."""
+    sets = parser.label_sets() or {}
+    out = {}
+    for c in categories:
+        labels = list(sets.get(c, ()))
+        for r in rows:
+            if r["category"] == c:
+                labels += [y for y in r["label_set"] if y not in labels]
+        if labels:
+            out[c] = labels
+    return out
 
 
 def checkpoint_path(cfg: DictConfig, cache_root: Path, key: str, backbone: dict[str, Any],
@@ -235,6 +452,18 @@ def cache_name(cfg: DictConfig, generator_version: str, features: FeatureSpec,
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if data.get("stream") == "sequential":  # the stream before `stream` existed: same caches
         del data["stream"]
+    weights = source_weights(data.pop("source", "render"))
+    if weights == {"render": 1.0}:  # the render source alone: caches keep their earlier names
+        for k in ("folder", "val_folder", "benchmark", "generate"):
+            data.pop(k, None)
+        if float(data.get("synthetic_fraction", 0.0)) <= 0:
+            data.pop("labeller", None)
+        elif "labeller" not in data:
+            data["labeller"] = DEFAULT_LABELLER  # not the oracle: a new name for new labels
+    else:
+        data["source"] = weights
+        data["folder_digest"] = folder_digest(data.get("folder"))
+        data["val_folder_digest"] = folder_digest(data.get("val_folder"))
     key = {"features": features.to_dict(), "categories": categories, "seed": int(cfg.seed),
            "data": {k: v for k, v in data.items() if k not in ("train", "val")}}
     return safe_name(f"{generator_version}__{config_hash(key)}")
