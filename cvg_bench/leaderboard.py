@@ -36,6 +36,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "validity": True,
     "sec_per_video": False,
     "guidance_sec": False,
+    "time_x_vanilla": False,
 }
 COUNT_COLUMNS = ["n_samples", "n_seeds", "errors"]
 _SECONDS = ("sec_per_video", "guidance_sec")
@@ -152,6 +153,7 @@ def leaderboard(df: pd.DataFrame, benchmark: str | None = None,
     * ``overall_micro``: mean ``faithfulness`` over all samples;
     * ``quality`` and ``validity`` (``scores_norm["oracle/validity"]``) when any record has them;
     * ``sec_per_video`` (``timings.generation_s``) and ``guidance_sec`` (``timings.guidance_s``);
+    * ``time_x_vanilla``: ``sec_per_video`` over the same generator's vanilla row (NaN without one);
 
     then ``n_samples`` (scored samples), ``n_seeds`` and ``errors`` (error records, excluded
     from every score). Each metric is computed per seed over the prompts, then averaged over
@@ -169,10 +171,24 @@ def leaderboard(df: pd.DataFrame, benchmark: str | None = None,
         m for m in ("quality", "validity") if scored[m].notna().any()
     ] + list(_SECONDS)
     table = _counts(sub, scored, keys).join(_over_seeds(_per_seed(scored, keys, cats), keys))
+    table["time_x_vanilla"] = _time_ratio(table)
+    table["time_x_vanilla_se"] = np.nan  # a ratio of two seed means: no per-seed spread
+    metrics.append("time_x_vanilla")
     columns = [c for m in metrics for c in (m, f"{m}_se")] + COUNT_COLUMNS
     table = table.reindex(columns=columns)
     table.attrs.update(benchmark=str(sub["benchmark"].iloc[0]), categories=cats)
     return table
+
+
+def _time_ratio(table: pd.DataFrame) -> pd.Series:
+    """``sec_per_video`` over that of the ``vanilla`` row of the same generator (NaN without one):
+    the cost of guidance as the paper states it. Rows timed in other runs carry their noise."""
+    methods = table.index.get_level_values("method")
+    generators = table.index.get_level_values("generator")
+    vanilla = table["sec_per_video"][methods == "vanilla"].groupby(
+        level="generator").mean()
+    base = np.array([vanilla.get(g, np.nan) for g in generators], dtype=float)
+    return pd.Series(table["sec_per_video"].to_numpy(dtype=float) / base, index=table.index)
 
 
 def leaderboards(df: pd.DataFrame, categories: list[str] | None = None) -> dict[str, pd.DataFrame]:
@@ -253,7 +269,7 @@ def _categories(table: pd.DataFrame) -> list[str]:
 
 
 def _decimals(column: str) -> int:
-    return 2 if column in _SECONDS else 3
+    return 2 if column in _SECONDS or column == "time_x_vanilla" else 3
 
 
 def best_mask(table: pd.DataFrame, column: str) -> pd.Series:

@@ -116,6 +116,7 @@ EXPECTED = {
         "validity": 7 / 9, "validity_se": math.sqrt(1 / 27) / S3,
         "sec_per_video": 12.0, "sec_per_video_se": 2.0 / S3,  # 10, 12, 14
         "guidance_sec": 2.0, "guidance_sec_se": 0.0,
+        "time_x_vanilla": math.nan, "time_x_vanilla_se": math.nan,  # no vanilla row here
         "n_samples": 9, "n_seeds": 3, "errors": 0,
     },
     ("base", "gA"): {
@@ -314,3 +315,13 @@ def test_another_score_can_count_as_faithfulness(tmp_path: Path):
     with pytest.raises(ValueError, match="'oracle/relation' is in no record; scores found: "
                                          r"\['faith/score', 'oracle/validity'\]"):
         with_faithfulness(df, "oracle/relation")
+
+
+def test_time_ratio_is_against_the_same_generators_vanilla():
+    from cvg_bench.leaderboard import _time_ratio
+
+    index = pd.MultiIndex.from_tuples([("vanilla", "gA"), ("cvg", "gA"), ("cvg", "gB")], names=["method", "generator"])
+    table = pd.DataFrame({"sec_per_video": [2.0, 2.5, 9.0]}, index=index)
+    ratio = _time_ratio(table)
+    assert ratio[("vanilla", "gA")] == 1.0 and ratio[("cvg", "gA")] == 1.25
+    assert math.isnan(ratio[("cvg", "gB")])  # gB has no vanilla row
