@@ -278,6 +278,8 @@ def feature_spec(cfg: DictConfig, generator) -> FeatureSpec:
         for k in missing:
             if k in defaults:
                 f[k] = defaults[k]
+    if f.get("heads") == "all":  # explicit "every head" (null means the generator's default)
+        f["heads"] = None
     k = f.pop("k", None) or "entity_words"
     if k not in K_CHOICES:
         raise ValueError(f"features.k={k!r}; accepted: {', '.join(K_CHOICES)} (K(p) = the tokens "
