@@ -710,7 +710,7 @@ def read_records(root: Path | str, invalid: list[tuple[Path, str]] | None = None
     A record that fails ``load_record`` (not JSON, a wrong type or range, an unknown category
     of its run, a file outside ``root``) is left out and reported: appended to ``invalid`` as
     (path, reason) when given, else logged as a warning naming the file."""
-    base = Path(root)
+    base = Path(root).absolute()  # rglob yields paths under base: absolute, never re-joined to root
     manifests: dict[Path, list[str] | None] = {}
     for path in sorted(base.rglob("samples/*.json")):
         if path.name.startswith("."):

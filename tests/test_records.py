@@ -101,3 +101,14 @@ def test_concurrent_writers_can_all_check_the_same_run_folder(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(check, range(8)))
     assert not [p for p in RunStore(tmp_path, "bench", "m", "g", "abc").root.iterdir() if p.is_file()]
+
+
+def test_records_are_read_from_a_relative_results_folder(tmp_path, monkeypatch):
+    """`leaderboard results_dirs=[results/demo]` from the repository root: a relative folder."""
+    from cvg_bench.leaderboard import load_records
+
+    store = RunStore(tmp_path / "runs", "bench", "m", "g", "abc")
+    store.write(full_record())
+    monkeypatch.chdir(tmp_path)
+    for root in ("runs", "runs/bench", "./runs/bench/"):
+        assert len(load_records([root])) == 1, root
