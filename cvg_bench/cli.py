@@ -126,6 +126,12 @@ def _prompts(cfg: DictConfig) -> int:
     return prompts_main(cfg)
 
 
+def _reproduce(cfg: DictConfig) -> int:
+    from cvg_bench.reproduce import main as reproduce_main
+
+    return reproduce_main(cfg)
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command("generate + score a method on a benchmark over seeds", _run),
     "score": Command("score existing videos (a folder with prompts.jsonl and <id>.mp4)", _score),
@@ -139,6 +145,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("a run's videos in a benchmark's own layout, for its official scripts", _export),
     "prompts": Command("a benchmark's prompts per category, parsed specs, and the ones that do not map",
                        _prompts),
+    "reproduce": Command("a fixed protocol end to end: tune on seen, select, report on held-out, tables",
+                         _reproduce),
     "list": Command("every registered plugin with a one-line description", None),
 }
 

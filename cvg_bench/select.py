@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from cvg_bench.config import flatten
 from cvg_bench.leaderboard import load_records, sample_score
 from cvg_bench.records import atomic_write_text
@@ -75,6 +77,83 @@ def choose_settings(results_dirs: list[Path], score: str) -> dict[str, Any]:
                           for k, v in sorted(best["setting"].items()) if k != "name"],
             "setting": best["setting"], "swept": varying,
             "runs": sorted(runs, key=lambda r: -r["mean"]),
+        }
+    return out
+
+
+def choose_within_validity(df, settings: dict[str, dict[str, Any]], score: str,
+                           validity: str = "oracle/validity", max_drop: float = 0.02,
+                           baseline: str = "vanilla") -> dict[str, Any]:
+    """The protocol's selection rule, the same for every method (``baseline`` included).
+
+    ``df``: sample records (``load_records``); ``settings``: run_hash -> method config
+    (``run_settings``). Per method, each setting (run) gets its mean ``score`` and mean
+    ``validity`` over its samples, and the baseline's mean validity over the SAME samples
+    (same prompt ids and seeds, hence categories). Among settings whose validity is at most
+    ``max_drop`` below the baseline's (2 points: 0.02), the highest ``score`` wins (ties: the
+    cheaper setting, fewer guided steps then smaller step size, then the first found); if none
+    qualifies, the setting with the smallest validity loss (ties: higher score, then cheaper).
+    """
+    df = df[df["error"].isna()]
+    if df.empty:
+        raise ValueError("no scored record (every sample failed or none found)")
+    df = df.assign(_score=sample_score(df, score), _validity=sample_score(df, validity))
+    for name, col in ((score, "_score"), (validity, "_validity")):
+        if df[col].isna().all():
+            found = sorted({k for d in df["scores_norm"] if isinstance(d, dict) for k in d})
+            raise ValueError(f"no record has score {name!r}; scores found: {found}")
+    base = df[df["method"] == baseline]
+    if base["run_hash"].nunique() != 1:
+        raise ValueError(f"expected exactly one {baseline!r} run to compare validity with, found "
+                         f"{base['run_hash'].nunique()} (methods: {sorted(df['method'].unique())})")
+    base_validity = base.set_index(["prompt_id", "seed"])["_validity"]
+    out: dict[str, Any] = {"rule": f"max {score} among settings with {validity} within "
+                                   f"{max_drop:g} of {baseline} on the same videos; else the "
+                                   "smallest validity loss",
+                           "score": score, "validity": validity, "max_drop": max_drop,
+                           "baseline": baseline, "methods": {}}
+    for method, sub in df.groupby("method", sort=True):
+        runs = []
+        for run_hash, rows in sub.groupby("run_hash", sort=False):
+            if run_hash not in settings:
+                raise ValueError(f"run {run_hash} of {method!r} has no manifest.json")
+            keys = pd.MultiIndex.from_frame(rows[["prompt_id", "seed"]])
+            shared = base_validity.reindex(keys)
+            if shared.isna().any():
+                lacking = [f"{p} seed {s}" for (p, s), v in zip(keys, shared) if pd.isna(v)][:3]
+                raise ValueError(f"{baseline!r} lacks validity on samples of {method!r} run "
+                                 f"{run_hash} (e.g. {', '.join(lacking)}): run {baseline} on the "
+                                 "same prompts, seeds and categories")
+            mean, val = float(rows["_score"].mean()), float(rows["_validity"].mean())
+            base_val = float(shared.mean())
+            drop = base_val - val
+            runs.append({"run_hash": str(run_hash), "setting": settings[run_hash],
+                         "score": mean, "validity": val, "baseline_validity": base_val,
+                         "validity_drop": drop, "qualifies": bool(drop <= max_drop + 1e-9),
+                         "n": int(len(rows)),
+                         "per_category": rows.groupby("category")["_score"].mean().round(4).to_dict()})
+        cheap = lambda r: tuple(-c for c in _cost(r["setting"]))  # noqa: E731
+        ok = [r for r in runs if r["qualifies"]]
+        if ok:
+            best = max(ok, key=lambda r: (round(r["score"], 9), cheap(r)))
+            why = (f"highest {score} ({best['score']:.4f}) among {len(ok)} of {len(runs)} "
+                   f"setting(s) whose {validity} is within {max_drop:g} of {baseline}'s "
+                   f"(drop {best['validity_drop']:+.4f})")
+        else:
+            best = max(runs, key=lambda r: (-round(r["validity_drop"], 9), round(r["score"], 9), cheap(r)))
+            why = (f"no setting keeps {validity} within {max_drop:g} of {baseline}'s; smallest "
+                   f"validity loss ({best['validity_drop']:+.4f}), {score} {best['score']:.4f}")
+        for r in runs:
+            r["chosen"] = r is best
+        varying = sorted(k for k in {k for r in runs for k in r["setting"]}
+                         if len({json.dumps(r["setting"].get(k, _ABSENT)) for r in runs}) > 1)
+        out["methods"][str(method)] = {
+            "best": best["run_hash"], "best_score": best["score"], "reason": why,
+            "qualified": bool(ok), "validity_drop": best["validity_drop"],
+            "overrides": [_override(k, v, all(k in r["setting"] for r in runs))
+                          for k, v in sorted(best["setting"].items()) if k != "name"],
+            "setting": best["setting"], "swept": varying,
+            "runs": sorted(runs, key=lambda r: (not r["qualifies"], -r["score"])),
         }
     return out
 
