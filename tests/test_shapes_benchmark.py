@@ -80,7 +80,7 @@ def test_draw_suite_helper_is_deterministic() -> None:
 
 def test_oracle_scorer_plugin() -> None:
     scorer = registry.build("scorer", OmegaConf.load(CONFIGS / "scorer" / "oracle.yaml"))
-    assert (scorer.role, scorer.primary, scorer.version()) == ("faithfulness", "pass", "shapes-oracle-v1")
+    assert (scorer.role, scorer.primary, scorer.version()) == ("faithfulness", "pass", "shapes-oracle-v2")
     assert all(scorer.higher_is_better[k] for k in ("pass", "score", "validity"))
     spec = ShapesBenchmark().load("seen")[0]
     good = scorer.score(render(spec, 0), spec)

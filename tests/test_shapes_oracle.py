@@ -1,21 +1,30 @@
 """The oracle must pass correct compositions and fail wrong ones, on videos from its own
 renderer and on videos drawn independently with PIL (other colours, sizes, frame counts,
-triangle style, no anti-aliasing), also after blur, noise and an mp4 round trip."""
+triangle style, no anti-aliasing), also after blur, noise and an mp4 round trip; and it must
+fail broken videos of every kind (merged, colour drift, shrinking to a dot, vanishing,
+flickering, shape morph, extra object, wrong count) that the old, lenient oracle (v1)
+passed."""
 
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from cvg_bench.shapes import grammar
+from cvg_bench.shapes import grammar, oracle
 from cvg_bench.shapes.oracle import judge
-from cvg_bench.shapes.oracle_accuracy import CONDITIONS, generator_like, measure, mp4_round_trip
-from cvg_bench.shapes.render import RenderConfig, render
+from cvg_bench.shapes.render import RenderConfig, draw_plan, plan_scene, render
 from cvg_bench.types import PromptSpec
+
+# The degradations live with the accuracy study (experiments/oracle_accuracy/).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "oracle_accuracy"))
+from oracle_accuracy import generator_like, load_v1_judge, mp4_round_trip  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # An independent drawer: simple fixed layouts from the spec's words, pure RGB colours on
@@ -197,22 +206,6 @@ def test_independent_videos_other_size_blur_noise_mp4(prompt: str) -> None:
         assert not judge(bad, spec).passed, (prompt, size, neg.prompt)
 
 
-def test_oracle_accuracy_on_renders() -> None:
-    """Correct compositions pass and p- fail (the doc's table is the n=200 run of this)."""
-    for cond in ("default", "blurry"):
-        res = measure(5, CONDITIONS[cond], seed=7)
-        for cat, (tp, tn) in res.items():
-            assert tp >= 0.99 and tn >= 0.99, (cond, cat, tp, tn)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("condition", list(CONDITIONS))
-def test_oracle_accuracy_every_condition(condition: str) -> None:
-    """Minutes: 40 compositions and 40 negatives per category in each viewing condition."""
-    for cat, (tp, tn) in measure(40, CONDITIONS[condition], seed=11).items():
-        assert tp >= 0.99 and tn >= 0.99, (condition, cat, tp, tn)
-
-
 @pytest.mark.parametrize("prompt", ["a red circle and a blue square", "three red circles",
                                     "a red circle hitting a blue square",
                                     "a red circle moving left and a blue square moving right"])
@@ -285,3 +278,187 @@ def test_entity_predicate_key_names_each_entitys_own_predicate():
     assert entity_predicate_key("action_binding", EntityView("square", "blue", part="growing")) == "blue_square_growing"
     with pytest.raises(ValueError, match="'spatial_relationships'.*motion_binding"):
         entity_predicate_key("spatial_relationships", e)
+
+
+# ---------------------------------------------------------------------------------------
+# Broken videos: each kind fails the strict oracle, and each was passed by the old one (v1,
+# predicates in 75 % of frames + validity >= 0.5; loaded from git history when available).
+@pytest.fixture(scope="module")
+def v1_judge():
+    return load_v1_judge()
+
+
+def _broken(prompt: str, seed: int, edit, cfg: RenderConfig | None = None):
+    """(spec, video): the renderer's correct plan of ``prompt``, edited, then drawn."""
+    cfg = cfg or RenderConfig()
+    spec = grammar.parse(prompt)
+    plan = [list(fr) for fr in plan_scene(spec, np.random.default_rng([seed, 0]), cfg.frames)]
+    edit(plan)
+    return spec, draw_plan(plan, cfg, np.random.default_rng([seed, 1]))
+
+
+def _fails_now_passed_before(spec: PromptSpec, video: np.ndarray, v1, failing: str | tuple) -> None:
+    """The strict oracle fails the video on a check named ``*<failing>`` (one of them), its
+    relation alone still holds (the part v1 judged), and v1 passed it."""
+    j = judge(video, spec)
+    assert not j.passed, (spec.prompt, j.checks)
+    assert any(k.endswith(failing) and not c["passed"] for k, c in j.checks.items()), j.checks
+    assert j.relation, j.predicates  # oracle/relation alone would not have noticed
+    if v1 is not None:
+        assert v1(video, spec).passed, "the old oracle failed it too: not a test of the new checks"
+
+
+def _drift(plan):  # the square turns green for the last quarter
+    for t in range(6, 8):
+        plan[t][1] = replace(plan[t][1], colour="green")
+
+
+def _dot(plan):  # the circle shrinks from the middle on to a fifth of its width
+    for t in range(4, 8):
+        plan[t][0] = replace(plan[t][0], size=plan[t][0].size * (1 - 0.2 * (t - 3)))
+
+
+def _vanish(plan):  # the triangle is gone in the last quarter
+    for t in range(6, 8):
+        del plan[t][1]
+
+
+def _flicker(plan):  # the only object is missing in every other frame
+    for t in range(1, 8, 2):
+        plan[t].clear()
+
+
+def _morph(plan):  # the triangle is a circle in the second half
+    for t in range(4, 8):
+        plan[t][0] = replace(plan[t][0], shape="circle")
+
+
+def _extra(plan):  # a second, slightly smaller red circle above or below it, in every frame
+    a = plan[0][0]
+    dy = a.size + 0.06
+    copy = replace(a, size=0.8 * a.size, y=a.y + dy if a.y + dy < 0.85 else a.y - dy)
+    for t in range(8):
+        plan[t].append(copy)
+
+
+def _count(plan):  # one square fewer in the last quarter
+    for t in range(6, 8):
+        del plan[t][0]
+
+
+def _merge(plan):  # the green circle overlaps the red one by ~30 % of its area, red on top
+    for t in range(8):
+        a, b = plan[t]
+        plan[t][1] = replace(b, x=a.x + 0.6 * (a.size + b.size) / 2, y=a.y)
+
+
+BROKEN = {  # kind: (prompt, edit, the check that must fail)
+    "colour_drift": ("a red circle on the left of a blue square", _drift, "blue_square_count"),
+    "shrink_to_dot": ("a red circle moving right", _dot, "red_circle_size"),
+    "vanish": ("a blue square above a yellow triangle", _vanish, "yellow_triangle_count"),
+    "flicker": ("a green triangle moving up", _flicker, "green_triangle_count"),
+    "shape_morph": ("a red triangle moving left", _morph, "red_triangle_count"),
+    "extra_object": ("a red circle on the left of a blue square", _extra, "red_circle_count"),
+    "wrong_count": ("three blue squares", _count, "blue_square_count"),
+    # (the hidden green circle is a crescent: overlapped, and no longer a circle)
+    "merged": ("a red circle on the left of a green circle", _merge,
+               ("green_circle_apart", "green_circle_count")),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN))
+def test_broken_video_fails_strict_oracle_that_v1_passed(kind: str, v1_judge) -> None:
+    prompt, edit, failing = BROKEN[kind]
+    for seed in range(3):
+        spec, video = _broken(prompt, seed, edit)
+        _fails_now_passed_before(spec, video, v1_judge, failing)
+        # the same composition drawn correctly passes
+        assert judge(render(spec, seed), spec).passed, (kind, seed)
+
+
+def test_merged_blob_with_a_yellow_seam_fails(v1_judge) -> None:
+    """The issue's case: a red and a green circle merged into one blob, the overlap blended
+    (red + green = a yellow seam); independent PIL drawing, 12 frames of 48 px."""
+    spec = grammar.parse("a red circle on the left of a green circle")
+    frames = []
+    for t in range(12):
+        red = np.zeros((48, 48), bool)
+        green = np.zeros((48, 48), bool)
+        yy, xx = np.mgrid[0:48, 0:48] + 0.5
+        cx = 14 + t * 0.5
+        red |= (xx - cx) ** 2 + (yy - 24) ** 2 <= 8 ** 2
+        green |= (xx - cx - 11) ** 2 + (yy - 24) ** 2 <= 8 ** 2
+        img = np.zeros((48, 48, 3), np.float32)
+        img[red] += (255, 0, 0)
+        img[green] += (0, 255, 0)
+        img[red & green] /= 2  # the blend: (127, 127, 0), a yellow seam
+        frames.append(img)
+    video = np.clip(np.stack(frames), 0, 255).astype(np.uint8)
+    _fails_now_passed_before(spec, video, v1_judge, "_apart")
+    # apart by 3 px, the same circles pass
+    ok = video.copy()
+    ok[:] = 0
+    for t in range(12):
+        yy, xx = np.mgrid[0:48, 0:48] + 0.5
+        cx = 12 + t * 0.2
+        ok[t][(xx - cx) ** 2 + (yy - 24) ** 2 <= 8 ** 2] = (255, 0, 0)
+        ok[t][(xx - cx - 19) ** 2 + (yy - 24) ** 2 <= 8 ** 2] = (0, 255, 0)
+    assert judge(ok, spec).passed
+
+
+def test_growing_object_may_be_shapeless_in_its_first_frame_only() -> None:
+    """The stated tolerance (ACTION_END_FRAMES): the smallest frame of a growing object need
+    not show its shape; a second shapeless frame fails."""
+    assert oracle.ACTION_END_FRAMES == 1
+    spec = grammar.parse("a red triangle growing")
+
+    def blob_start(n_frames: int):
+        def edit(plan):
+            for t in range(n_frames):  # a tiny square where the triangle starts
+                plan[t][0] = replace(plan[t][0], shape="square")
+        return edit
+    _, one = _broken(spec.prompt, 0, blob_start(1))
+    _, two = _broken(spec.prompt, 0, blob_start(2))
+    assert judge(one, spec).passed
+    j = judge(two, spec)
+    assert not j.passed and not j.checks["red_triangle_count"]["passed"]
+
+
+def test_dynamic_binding_change_and_drift() -> None:
+    """A requested change passes (also with one blended frame at the change); a drift to a
+    third colour after it fails, as do two changes."""
+    spec = grammar.parse("a square changing from red to blue")
+
+    def recolour(colours):
+        def edit(plan):
+            for t, c in enumerate(colours):
+                plan[t][0] = replace(plan[t][0], colour=c)
+        return edit
+    good = ["red"] * 4 + ["blue"] * 4
+    _, v = _broken(spec.prompt, 0, recolour(good))
+    assert judge(v, spec).passed
+    v_blend = v.copy()
+    v_blend[4] = ((v[3].astype(int) + v[5].astype(int)) // 2).astype(np.uint8)  # purple frame
+    assert judge(v_blend, spec).passed
+    for bad in (["red"] * 4 + ["blue"] * 2 + ["green"] * 2, ["red"] * 2 + ["blue"] * 2 + ["red"] * 2 + ["blue"] * 2):
+        _, vb = _broken(spec.prompt, 0, recolour(bad))
+        j = judge(vb, spec)
+        assert not j.passed and not j.checks["colour_sequence"]["passed"], bad
+
+
+def test_touching_objects_of_hitting_are_not_merged() -> None:
+    """Contact is not overlap: every frame of hitting renders (contact mid-video) passes."""
+    spec = grammar.parse("a red square hitting a blue square")
+    for seed in range(4):
+        j = judge(render(spec, seed, RenderConfig(frames=12, size=48)), spec)
+        assert j.passed, (seed, j.checks)
+        assert j.checks["red_square_apart"]["value"]["max_bite"] <= oracle.BITE_MARGIN
+
+
+def test_judgement_checks_are_plain_json_and_relation_is_separate() -> None:
+    spec = grammar.parse("a red circle moving left")
+    j = judge(render(grammar.parse("a red square moving left"), 1), spec)
+    d = j.to_dict()
+    json.dumps(d)
+    assert set(d) == {"passed", "score", "validity", "predicates", "checks"}
+    assert j.relation and not j.intact and not j.passed  # right motion, wrong shape

@@ -13,8 +13,19 @@ from cvg_bench.types import PromptSpec, Video
 
 @register("scorer", "oracle")
 class OracleScorer(Scorer):
-    """Exact faithfulness on shapes-world prompts: pass/fail, graded score, validity, and
-    ``relation`` (the composition's predicates alone, validity not required)."""
+    """Exact faithfulness on shapes-world prompts.
+
+    - ``pass`` (primary, the headline faithfulness): the strict verdict, every integrity check
+      (each entity exactly one object of its colour and shape in every frame, nothing merged,
+      vanished, morphed or extra, size and colour steady unless asked) AND the relation;
+    - ``score``: the mean of the checks' and predicates' scores (>= 0.5 when it passes);
+    - ``validity``: the fraction of (entity, frame) pairs found with their colour and shape;
+    - ``relation``: a DIAGNOSTIC, the category's predicates alone (what the old v1 oracle
+      judged); it passes broken videos (merged blobs, wrong shapes, extras), so never report
+      it as faithfulness.
+
+    ``details``: the relation predicates (name -> {passed, score, value}), as before; the
+    integrity checks are ``judge(video, spec).checks``."""
 
     role: ClassVar[str] = "faithfulness"
     primary: ClassVar[str] = "pass"
@@ -40,9 +51,9 @@ class OracleScorer(Scorer):
     def score(self, video: Video, spec: PromptSpec) -> ScoreResult:
         """Raises PromptGrammarError when the prompt is not a shapes-world prompt."""
         j = oracle.judge(video, spec, min_validity=self.min_validity)
-        # relation: the composition's predicates hold, however well the shapes are drawn (what
-        # guidance can change on a generator that draws blobs); pass also needs validity.
-        relation = all(p["passed"] for p in j.predicates.values())
+        # relation: the composition's predicates hold, however broken the objects (a
+        # diagnostic); pass also needs every integrity check and validity.
+        relation = j.relation
         raw = {"pass": float(j.passed), "score": float(j.score), "validity": float(j.validity),
                "relation": float(relation)}
         return ScoreResult(raw=raw, normalised=dict(raw), details=j.predicates)
