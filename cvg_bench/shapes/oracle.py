@@ -213,8 +213,9 @@ def _blob(colour: str, labels: np.ndarray, j: int, sl: tuple[slice, slice], brig
                 pixels, fits, bite)
 
 
-_SCALES = (1.0, 1.2, 1.45, 1.75, 2.1)  # a hidden object's area over its visible area
-_SHIFTS = (0.0, 0.2, 0.4, 0.6, 0.8)  # its centre beyond the visible centroid, in radii
+_COMPLETIONS = ((1.0, 0.0),) + tuple((sc, sh) for sc in (1.3, 1.7, 2.1) for sh in (0.25, 0.5, 0.8))
+# (area of the whole object over the visible area, its centre beyond the visible centroid
+# toward what it touches, in radii of the whole object)
 
 
 def hidden_share(soft: np.ndarray, other: np.ndarray) -> float:
@@ -230,35 +231,31 @@ def hidden_share(soft: np.ndarray, other: np.ndarray) -> float:
     oy, ox = ys[other & near].mean() - cy, xs[other & near].mean() - cx
     norm = math.hypot(oy, ox) or 1.0
     uy, ux = oy / norm, ox / norm  # toward the other thing
-    rmax = math.sqrt(_SCALES[-1] * area / math.pi) * 1.6
-    r0, r1 = max(0, int(cy - 2 * rmax) - 2), min(h, int(cy + 2 * rmax) + 3)
-    c0, c1 = max(0, int(cx - 2 * rmax) - 2), min(w, int(cx + 2 * rmax) + 3)
+    reach = 1.25 * math.sqrt(max(sc for sc, _ in _COMPLETIONS) * area) + 2  # the farthest a template reaches
+    far = max(sh for _, sh in _COMPLETIONS) * math.sqrt(max(sc for sc, _ in _COMPLETIONS) * area / math.pi)
+    r0, r1 = max(0, int(cy - reach - far * abs(uy))), min(h, int(cy + reach + far * abs(uy)) + 1)
+    c0, c1 = max(0, int(cx - reach - far * abs(ux))), min(w, int(cx + reach + far * abs(ux)) + 1)
     S, D = soft[r0:r1, c0:c1], other[r0:r1, c0:c1].astype(np.float32)
-    offs = ((np.arange(_SS) + 0.5) / _SS - 0.5).astype(np.float32)
+    offs = ((np.arange(2) + 0.5) / 2 - 0.5).astype(np.float32)  # 2x2 sub-samples per pixel
     gy = ys[r0:r1, c0:c1][:, :, None, None] + offs[None, None, :, None]
     gx = xs[r0:r1, c0:c1][:, :, None, None] + offs[None, None, None, :]
     gx, gy = np.broadcast_arrays(gx, gy)
     best, share = -1.0, 0.0
-    for sc in _SCALES:
+    keep = 1 - D
+    for sc, sh in _COMPLETIONS:
         a = sc * area
         r = math.sqrt(a / math.pi)
-        polys = _polygons(a)
-        for sh in _SHIFTS:
-            if sc == 1.0 and sh > 0:
-                continue
-            py, px = gy - (cy + uy * sh * r), gx - (cx + ux * sh * r)
-            insides = [px ** 2 + py ** 2 <= a / math.pi]
-            for shape_polys in polys.values():
-                insides.extend(_inside_polygons(np.stack(shape_polys), px, py))
-            cover = np.stack(insides).mean(axis=(3, 4))
-            for sigma in (0.0, 0.8):
-                c = ndimage.gaussian_filter(cover, (0, sigma, sigma), mode="constant") if sigma else cover
-                keep = 1 - D
-                iou = (np.minimum(S, c) * keep).sum((1, 2)) / np.maximum((np.maximum(S, c) * keep).sum((1, 2)), 1e-6)
-                k = int(iou.argmax())
-                if iou[k] > best + 1e-3:
-                    best = float(iou[k])
-                    share = float((c[k] * D).sum() / max(c[k].sum(), 1e-6))
+        py, px = gy - (cy + uy * sh * r), gx - (cx + ux * sh * r)
+        insides = [px ** 2 + py ** 2 <= a / math.pi]
+        for polys in _polygons(a).values():
+            insides.extend(_inside_polygons(np.stack(polys), px, py))
+        cover = np.stack(insides).mean(axis=(3, 4))
+        c = ndimage.gaussian_filter(cover, (0, 0.6, 0.6), mode="constant")  # soft edges
+        iou = (np.minimum(S, c) * keep).sum((1, 2)) / np.maximum((np.maximum(S, c) * keep).sum((1, 2)), 1e-6)
+        k = int(iou.argmax())
+        if iou[k] > best + 1e-3:  # ties: the smaller, nearer completion
+            best = float(iou[k])
+            share = float((c[k] * D).sum() / max(c[k].sum(), 1e-6))
     return share
 
 
