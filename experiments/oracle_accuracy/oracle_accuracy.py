@@ -270,9 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.md").write_text(md + "\n")
-        (args.out / "results.json").write_text(json.dumps(
+        (args.out / "results.json").write_text(json.dumps(  # cells: [right verdicts, videos]
             {"n": args.n, "seed": args.seed, "results": results,
-             "wrong_verdicts": [list(e) for e in examples]}, indent=1) + "\n")
+             "wrong_verdicts": [list(e) for e in examples if e[0] == "v2"]},
+            separators=(",", ":")) + "\n")
 
 
 if __name__ == "__main__":
