@@ -93,18 +93,20 @@ def build_generator(cfg: DictConfig):
                                         if k not in ("random", "size")})
 
 
-def random_classifier(generator, layers: list[str], guided_steps: int, folder: Path) -> Path:
-    """A CVG classifier of the configured architecture with random weights: costs are the
-    same as a trained one's."""
+def random_classifier(generator, layers: list[str], guided_steps: int, folder: Path,
+                      frames: int | None = None, heads: int = 4, backbone: str = "video-encoder") -> Path:
+    """A CVG classifier of the shipped architecture with random weights over ``layers`` (its
+    cost is a trained one's): heads 0..heads-1, 8x8 maps, 2 entities, steps 0..guided_steps-1,
+    ``frames`` the maps' frames (default: the generator's; a 3D VAE's latent has fewer)."""
     from cvg_bench.shapes.grammar import CATEGORIES, label_set
 
     features = FeatureSpec(steps=tuple(range(max(guided_steps, 1))), layers=tuple(layers),
-                           heads=(0, 1, 2, 3), num_inference_steps=len(generator.timesteps()),
+                           heads=tuple(range(heads)), num_inference_steps=len(generator.timesteps()),
                            map_size=8, max_entities=2)
     labels = {c: list(label_set(c)) + [y for y in _two(c, label_set) if y not in label_set(c)]
               for c in CATEGORIES}
-    model = CVGClassifier(features, labels, {"name": "video-encoder", "weights": None},
-                          num_layer_heads=4, frames=generator.num_frames)
+    model = CVGClassifier(features, labels, {"name": backbone, "weights": None},
+                          num_layer_heads=heads, frames=frames or generator.num_frames)
     return model.save(folder)
 
 

@@ -36,6 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cvg_bench import registry
+from cvg_bench.bench import exact_memory_accounting, peak_rss, random_classifier
 from cvg_bench.generators.base import AttentionSelection, StepContext
 from cvg_bench.records import atomic_write_json, atomic_write_text, library_versions
 
@@ -91,8 +92,6 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, float]]:
             out["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             out["extra_mb"] = out["peak_mb"] - base
         return
-    from cvg_bench.bench import peak_rss
-
     with peak_rss() as rss:
         yield out
     out["extra_mb"] = rss["peak_mb"]
@@ -153,22 +152,6 @@ def method_config(name: str, **overrides: Any) -> dict[str, Any]:
     text = resources.files("cvg_bench.configs").joinpath("method", f"{name}.yaml").read_text()
     cfg = OmegaConf.to_container(OmegaConf.create(text))
     return {**cfg, **overrides}
-
-
-def random_cvg_classifier(generator, layers: list[str], guided_steps: int, frames: int, heads: int,
-                          folder: Path, backbone: str = "video-encoder") -> Path:
-    """A CVG classifier of the shipped architecture with random weights over ``layers`` (its
-    cost is a trained one's): heads 0..heads-1, 8x8 maps, 2 entities, steps 0..guided_steps-1."""
-    from cvg_bench.cvg.classifier import CVGClassifier
-    from cvg_bench.cvg.features import FeatureSpec
-    from cvg_bench.shapes.grammar import CATEGORIES, label_set
-
-    features = FeatureSpec(steps=tuple(range(max(guided_steps, 1))), layers=tuple(layers), heads=tuple(range(heads)),
-                           num_inference_steps=len(generator.timesteps()), map_size=8, max_entities=2)
-    labels = {c: list(label_set(c)) for c in CATEGORIES}
-    model = CVGClassifier(features, labels, {"name": backbone, "weights": None}, num_layer_heads=heads,
-                          frames=frames)
-    return model.save(folder)
 
 
 class StepBench:
@@ -264,8 +247,6 @@ def run_denoiser_bench(cfg: DictConfig) -> dict[str, Any]:
 
     device = resolve_device(str(cfg.generator.get("device", "auto")))
     if device.type == "cpu":
-        from cvg_bench.bench import exact_memory_accounting
-
         torch.set_num_threads(int(cfg.num_threads))
         exact_memory_accounting()  # an RSS peak that follows live allocations
     dcfg = cfg.denoiser
@@ -285,8 +266,8 @@ def run_denoiser_bench(cfg: DictConfig) -> dict[str, Any]:
     n_heads = min(4, *(m.shape[0] for m in probe.maps.values()))
     del probe
     out_dir = Path(cfg.out_dir)
-    clf = random_cvg_classifier(generator, cvg_layers, max(guided), frames, n_heads,
-                                out_dir / f"clf_{cfg.generator.name}", str(dcfg.backbone))
+    clf = random_classifier(generator, cvg_layers, max(guided), out_dir / f"clf_{cfg.generator.name}",
+                            frames=frames, heads=n_heads, backbone=str(dcfg.backbone))
     report: dict[str, Any] = {
         "generator": generator.version(), "backend": str(cfg.generator.name), "size": str(cfg.generator.get("size")),
         "device": _device_name(device), "dtype": str(generator.dtype).replace("torch.", ""),
