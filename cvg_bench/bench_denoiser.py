@@ -277,7 +277,7 @@ def run_denoiser_bench(cfg: DictConfig) -> dict[str, Any]:
         "text_keys": int(bench.cond.shape[1]), "num_inference_steps": bench.n_steps,
         "denoiser_params_m": sum(p.numel() for p in generator.denoiser.parameters()) / 1e6,
         "weights_mb": _weights_mb(generator), "build_s": build_s,
-        "cross_attention_layers": len(layers_all), "cvg_layers": n_cvg, "prompt": spec.prompt,
+        "cross_attention_layers": len(layers_all), "cvg_layers": n_cvg, "cvg_heads": n_heads, "prompt": spec.prompt,
         "classifier_backbone": str(dcfg.backbone), "guided_steps": guided,
     }
     log.info("%s: %s", report["generator"], {k: report[k] for k in ("latent_shape", "text_keys", "denoiser_params_m")})
@@ -317,7 +317,8 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines = [f"`{r['generator']}` ({r['denoiser_params_m']:.0f} M parameters, {r['dtype']}) on {r['device']}, "
              f"{r['date']}: {v['frames']} frames of {v['height']}x{v['width']}, latent {r['latent_shape']}, "
              f"{r['text_keys']} text keys, {r['num_inference_steps']} steps; CVG layers: the first "
-             f"{r['cvg_layers']} of {r['cross_attention_layers']} cross-attention layers, heads 0-3, backbone "
+             f"{r['cvg_layers']} of {r['cross_attention_layers']} cross-attention layers, heads "
+             f"0-{r.get('cvg_heads', 4) - 1}, backbone "
              f"`{r['classifier_backbone']}`.", "",
              f"plain step (CFG, batch 2): {p['plain_step_s'] * 1e3:.1f} ms, peak {p['plain_peak_mb']:.0f} MB "
              f"(weights {r['weights_mb']:.0f} MB)", ""]
