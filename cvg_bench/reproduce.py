@@ -24,10 +24,12 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,7 @@ class Step:
     stage: str  # tune | report
     method: str
     args: list[str]
+    weight: int = 1  # settings x categories: orders the steps when several run at once
 
     def line(self) -> str:
         return "python -m cvg_bench " + " ".join(shlex.quote(a) for a in self.args)
@@ -195,11 +198,12 @@ def _common(protocol: dict[str, Any], split: dict[str, Any], cats: list[str], re
 def tune_steps(protocol: dict[str, Any], folder: Path, launcher: str | None = None) -> list[Step]:
     base = protocol["baseline"]
     head, tail = _common(protocol, protocol["tune"], baseline_categories(protocol), folder, launcher, False)
-    steps = [Step("tune", base, [*head, f"method={base}", *tail])]
+    steps = [Step("tune", base, [*head, f"method={base}", *tail], len(baseline_categories(protocol)))]
     for name, spec in protocol["methods"].items():
         head, tail = _common(protocol, protocol["tune"], spec["categories"], folder, launcher, True)
         grid = [f"method.{k}={','.join(map(str, v))}" for k, v in (spec.get("grid") or {}).items()]
-        steps.append(Step("tune", name, [*head, f"method={name}", *grid, *tail]))
+        steps.append(Step("tune", name, [*head, f"method={name}", *grid, *tail],
+                          grid_size(spec) * len(spec["categories"])))
     return steps
 
 
@@ -208,17 +212,51 @@ def report_steps(protocol: dict[str, Any], folder: Path, chosen: dict[str, list[
     """``chosen``: method -> its overrides (None in a dry run: a placeholder is printed)."""
     base = protocol["baseline"]
     head, tail = _common(protocol, protocol["report"], baseline_categories(protocol), folder, launcher, False)
-    steps = [Step("report", base, [*head, f"method={base}", *tail])]
+    steps = [Step("report", base, [*head, f"method={base}", *tail], len(baseline_categories(protocol)))]
     for name, spec in protocol["methods"].items():
         head, tail = _common(protocol, protocol["report"], spec["categories"], folder, launcher, False)
         over = chosen[name] if chosen is not None else [f"<chosen-setting-of-{name}>"]
-        steps.append(Step("report", name, [*head, f"method={name}", *over, *tail]))
+        steps.append(Step("report", name, [*head, f"method={name}", *over, *tail], len(spec["categories"])))
     return steps
 
 
 def run_step(step: Step) -> None:
     print("+ " + step.line(), flush=True)
     subprocess.run([sys.executable, "-m", "cvg_bench", *step.args], check=True)
+
+
+def run_steps(steps: list[Step], jobs: int = 1, log_dir: Path | None = None) -> None:
+    """Run one stage's steps: one after another (``jobs=1``), or ``jobs`` at once, the largest
+    first, each process with ``cpu_count // jobs`` threads (OMP_NUM_THREADS) and its output in
+    ``<log_dir>/<stage>-<method>.log`` (printed when it ends). The steps of a stage write to
+    different run folders, so they never share a sample; a failed step fails the stage after
+    the others end, naming each failure and its log."""
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs!r}; accepted: an integer >= 1 (processes at once)")
+    if jobs == 1 or len(steps) == 1:
+        for step in steps:
+            run_step(step)
+        return
+    if log_dir is None:
+        raise ValueError("run_steps with jobs > 1 needs a log_dir for each process's output")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+    def one(step: Step) -> tuple[Step, int, Path]:
+        log_path = log_dir / f"{step.stage}-{safe_name(step.method)}.log"
+        print(f"+ [{threads} thread(s), log {log_path}] {step.line()}", flush=True)
+        with open(log_path, "w") as fh:
+            rc = subprocess.run([sys.executable, "-m", "cvg_bench", *step.args], stdout=fh,
+                                stderr=subprocess.STDOUT, env=env).returncode
+        print(f"--- {step.stage} {step.method} ended (exit {rc}):\n{log_path.read_text()}", flush=True)
+        return step, rc, log_path
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        ended = list(pool.map(one, sorted(steps, key=lambda s: -s.weight)))
+    failed = [f"{s.stage} {s.method} (exit {rc}, log {p})" for s, rc, p in ended if rc != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} step(s) failed: {'; '.join(failed)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,7 +551,7 @@ def _link_sheet_in_report(report_index: Path, sheet: Path) -> None:
 
 def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = "results/reference_runs",
               out_dir: str | None = None, launcher: str | None = None,
-              dry_run: bool = False) -> dict[str, Any]:
+              dry_run: bool = False, jobs: int = 1) -> dict[str, Any]:
     """Tune -> select -> report -> tables, records, contact sheet, HTML report. Returns paths."""
     from cvg_bench.leaderboard import load_records
     from cvg_bench.records import RunStore
@@ -522,6 +560,8 @@ def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = 
     protocol = check_protocol(protocol)
     if launcher is not None and launcher not in LAUNCHERS:
         raise ValueError(f"launcher={launcher!r}; accepted: null (local processes), {', '.join(LAUNCHERS)}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}; accepted: an integer >= 1 (processes at once)")
     prov = provenance(protocol)
     work = confined(Path(work_dir) / f"{safe_name(protocol['name'])}-{prov['hash']}", root, "work_dir")
     out = confined(out_dir or f"results/reference/{safe_name(protocol['name'])}", root, "out_dir")
@@ -534,8 +574,7 @@ def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = 
         for step in steps + report_steps(protocol, report_dir, None, launcher):
             print(step.line())
         return {"protocol": prov, "cost": c}
-    for step in steps:
-        run_step(step)
+    run_steps(steps, jobs, work / "logs")
 
     sel = protocol["selection"]
     tune_df = split_records([tune_dir], protocol, "tune")
@@ -552,8 +591,7 @@ def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = 
     if missing:
         raise ValueError(f"no scored tuning record for {', '.join(missing)}: see the tuning runs under {tune_dir}")
     overrides = {m: chosen["methods"][m]["overrides"] for m in protocol["methods"]}
-    for step in report_steps(protocol, report_dir, overrides, launcher):
-        run_step(step)
+    run_steps(report_steps(protocol, report_dir, overrides, launcher), jobs, work / "logs")
 
     report_runs = {protocol["baseline"]: chosen["methods"][protocol["baseline"]]["best"],
                    **{m: chosen["methods"][m]["best"] for m in protocol["methods"]}}
@@ -606,5 +644,5 @@ def main(cfg) -> int:
     reproduce(protocol, root=str(cfg.root), work_dir=str(cfg.work_dir),
               out_dir=None if cfg.out_dir is None else str(cfg.out_dir),
               launcher=None if cfg.launcher is None else str(cfg.launcher),
-              dry_run=bool(cfg.dry_run))
+              dry_run=bool(cfg.dry_run), jobs=int(cfg.jobs))
     return 0

@@ -201,7 +201,23 @@ def test_micro_protocol_end_to_end_then_resume(tmp_path: Path, capfd):
     before = _samples(tmp_path / "runs")
     assert len(before) == 1 + 2 + 1 + 1  # tune: vanilla + 2 settings; report: vanilla + chosen
     capfd.readouterr()
-    reproduce(copy.deepcopy(MICRO), root=tmp_path, work_dir="runs", out_dir="out")
+    # ... here with two processes at once (their logs are printed as each ends)
+    reproduce(copy.deepcopy(MICRO), root=tmp_path, work_dir="runs", out_dir="out", jobs=2)
     log = capfd.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*/logs/*.log")) == [
+        "report-layout_energy.log", "report-vanilla.log", "tune-layout_energy.log", "tune-vanilla.log"]
+    assert "thread(s), log" in log
     assert _samples(tmp_path / "runs") == before
     assert re.findall(r"samples done: (\d+)", log) and set(re.findall(r"samples done: (\d+)", log)) == {"0"}
+
+
+def test_parallel_steps_name_each_failure_and_its_log(tmp_path: Path):
+    from cvg_bench.reproduce import Step, run_steps
+
+    bad = Step("tune", "nosuch", ["run", "method=nosuch_method_xyz"], 1)
+    bad2 = Step("tune", "nosuch2", ["run", "generator=nosuch_generator_xyz"], 2)
+    with pytest.raises(RuntimeError, match=r"2 step\(s\) failed: tune nosuch2 .*log .*tune-nosuch2.log"):
+        run_steps([bad, bad2], jobs=2, log_dir=tmp_path / "logs")
+    assert "nosuch_method_xyz" in (tmp_path / "logs" / "tune-nosuch.log").read_text()
+    with pytest.raises(ValueError, match="jobs=0"):
+        run_steps([bad], jobs=0)
