@@ -61,9 +61,11 @@ def labeller_label(labeller, video: np.ndarray, spec) -> str | None:
 
 def _draw(generator, rng: np.random.Generator, category: str, split: str, video_seed: int,
           synthetic_fraction: float, render_cfg, labeller=None) -> Example | None:
-    """One (video, p+, p-, source) from ``rng``; None when a synthetic video shows no single
-    composition of Y by the labeller (not a sample)."""
-    from cvg_bench.shapes.grammar import Composition, composition_of, negative, sample_spec, spec_of
+    """One (video, p+, p-, source) from ``rng``; None (not a sample: drawn again) when a
+    synthetic video shows no single composition of Y by the labeller, when the labeller's
+    composition is outside ``split``, or when no wrong label keeps p- inside ``split``: with
+    ``split=seen`` no held-out composition enters the data as p+ or as p-."""
+    from cvg_bench.shapes.grammar import Composition, composition_of, is_heldout, negative, sample_spec, spec_of
     from cvg_bench.shapes.render import render
 
     spec = sample_spec(rng, category, split)
@@ -77,7 +79,12 @@ def _draw(generator, rng: np.random.Generator, category: str, split: str, video_
             return None
         comp = composition_of(spec)
         spec = spec_of(Composition(comp.category, comp.objects, label))
-    return video, spec, negative(spec, rng), source
+        if split != "all" and is_heldout(spec) != (split == "heldout"):
+            return None
+    neg = negative(spec, rng, split)
+    if neg is None:
+        return None
+    return video, spec, neg, source
 
 
 class SequentialExamples:
@@ -132,7 +139,8 @@ def indexed_example(generator, categories: list[str], split: str, seed: int,
                         synthetic_fraction, cfg, labeller)
         if example is not None:
             return example
-    raise RuntimeError(f"example {i}: 1000 synthetic videos in a row showed no single composition")
+    raise RuntimeError(f"example {i}: 1000 draws in a row made no example (synthetic videos showing "
+                       f"no single composition of Y, or outside split={split!r}, or with no p- in it)")
 
 
 def render_labeller(cfg: DictConfig):
@@ -172,7 +180,8 @@ class DataSources:
     def __init__(self, cfg: DictConfig, generator, categories: list[str]):
         self.cfg, self.generator, self.categories = cfg, generator, categories
         self.weights = source_weights(cfg.data.get("source", "render"))
-        self.parser = PromptParser(cfg.data.get("benchmark") or {"name": "shapes"})
+        self.parser = PromptParser(cfg.data.get("benchmark") or {"name": "shapes"},
+                                   str(cfg.data.get("split", "all")))
         self.skipped: list[dict[str, str]] = []
         self.folders: dict[str, dict[str, FolderSource]] = {}
         self.render_labeller = render_labeller(cfg) if "render" in self.weights else None

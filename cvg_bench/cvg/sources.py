@@ -106,13 +106,18 @@ class PromptParser:
     adapter (``data.benchmark``): the shapes grammar, T2V-CompBench's parser (its suite looked
     up by prompt text), or any adapter with ``parse_prompt``."""
 
-    def __init__(self, benchmark_cfg: Any) -> None:
+    def __init__(self, benchmark_cfg: Any, split: str = "all") -> None:
         from omegaconf import DictConfig, OmegaConf
 
         if isinstance(benchmark_cfg, DictConfig):
             benchmark_cfg = OmegaConf.to_container(benchmark_cfg, resolve=True)
         self.cfg = dict(benchmark_cfg or {"name": "shapes"})
         self.name = self.cfg.get("name")
+        # the compositions the classifier may see (the shapes grammar defines the split; other
+        # adapters' folders are taken as given)
+        if split not in ("seen", "heldout", "all"):
+            raise ValueError(f"data.split={split!r}; accepted: seen, heldout, all")
+        self.split = split
         self.benchmark = registry.build("benchmark", self.cfg)
         self._suite: dict[str, PromptSpec] | None = None
 
@@ -141,6 +146,20 @@ class PromptParser:
     def prompts(self) -> list[PromptSpec]:
         return self.benchmark.prompts()
 
+    def in_split(self, spec: PromptSpec) -> bool:
+        """Whether the classifier may see ``spec``'s composition (``split``; grammar only)."""
+        if self.split == "all" or not self.grammar:
+            return True
+        from cvg_bench.shapes.grammar import is_heldout
+
+        return is_heldout(spec) == (self.split == "heldout")
+
+    def check_split(self, spec: PromptSpec) -> PromptSpec:
+        if not self.in_split(spec):
+            raise SkipPrompt(f"composition {spec.prompt!r} is outside data.split={self.split} "
+                             "(the classifier never sees it)")
+        return spec
+
     def parse(self, prompt: str, prompt_id: str) -> PromptSpec:
         try:
             return self.benchmark.parse_prompt(prompt, prompt_id)
@@ -164,24 +183,34 @@ class PromptParser:
             raise ValueError(f"label {label!r} is not in the label set {list(spec.label_set)} of "
                              f"{spec.prompt!r}")
         if label == spec.label:
-            return spec
+            return self.check_split(spec)
         if self.grammar:
             from cvg_bench.shapes.grammar import Composition, composition_of, spec_of
 
             comp = composition_of(spec)
-            return spec_of(Composition(comp.category, comp.objects, label), spec.prompt_id)
+            return self.check_split(spec_of(Composition(comp.category, comp.objects, label), spec.prompt_id))
         return relabel_by_spans(spec, label)
 
     def negative(self, spec: PromptSpec, rng: np.random.Generator,
                  label: str | None = None) -> PromptSpec:
-        """p-: ``spec`` with a wrong label: ``label`` if given, else drawn from Y minus y."""
-        others = [y for y in spec.label_set if y != spec.label]
-        if not others:
-            raise SkipPrompt(f"label set {list(spec.label_set)} has no wrong label for p-")
+        """p-: ``spec`` with a wrong label: ``label`` if given, else drawn from Y minus y,
+        among the labels whose composition is in ``split`` (grammar prompts)."""
+        wrong = [y for y in spec.label_set if y != spec.label]
+        others = wrong
+        if self.grammar and self.split != "all":
+            from cvg_bench.shapes.grammar import negative_labels
+
+            others = negative_labels(spec, self.split)
         if label is None:
+            if not others:
+                raise SkipPrompt(f"label set {list(spec.label_set)} has no wrong label for p- "
+                                 f"(in data.split={self.split})")
             label = others[int(rng.integers(len(others)))]
+        elif label not in wrong:
+            raise ValueError(f"negative {label!r} of {spec.prompt!r}; accepted: {wrong}")
         elif label not in others:
-            raise ValueError(f"negative {label!r} of {spec.prompt!r}; accepted: {others}")
+            raise SkipPrompt(f"negative {label!r} of {spec.prompt!r} is outside data.split="
+                             f"{self.split} (the classifier never sees it)")
         return self.with_label(spec, label)
 
 
@@ -304,6 +333,7 @@ def read_folder(root: Path | str, parser: PromptParser, categories: list[str] | 
                              f"{label!r}: {[y for y in spec.label_set if y != label]}")
         try:
             positive = parser.with_label(spec, label)
+            parser.negative(positive, np.random.default_rng(0), negative)  # p- exists in the split
         except SkipPrompt as exc:
             skipped.append({"id": pid, "prompt": prompt, "reason": str(exc)})
             continue
@@ -457,7 +487,7 @@ def generate_folder(generator, labeller, parser: PromptParser, out: Path | str, 
     if not 0 <= task < num_tasks:
         raise ValueError(f"cache task {task} is not in 0..{num_tasks - 1}")
     suite = [s for s in parser.prompts() if categories is None or s.category in categories]
-    suite = [s for s in suite if s.label is not None and len(s.label_set) > 1]
+    suite = [s for s in suite if s.label is not None and len(s.label_set) > 1 and parser.in_split(s)]
     if not suite:
         raise ValueError(f"data.benchmark {parser.name!r} selects no prompt with a label set of "
                          f"two or more labels in categories {categories}")

@@ -437,12 +437,25 @@ def sample_spec(rng: np.random.Generator, category: str, split: str = "seen") ->
     return spec_of(pool[int(rng.integers(len(pool)))])
 
 
-def negative(spec: PromptSpec, rng: np.random.Generator) -> PromptSpec:
-    """p-: the same entities (K(p) words) with a label y' != y drawn uniformly from Y.
-
-    Its ``split`` is whatever y' makes it (a negative of a seen prompt may be held-out).
-    """
+def negative_labels(spec: PromptSpec, split: str = "all") -> list[str]:
+    """The labels y' != y of ``spec``'s Y whose composition (same entities) is in ``split``."""
+    _check_split(split)
     comp = composition_of(spec)
-    others = [y for y in label_set(comp.category, len(comp.objects)) if y != comp.label]
+    return [y for y in label_set(comp.category, len(comp.objects)) if y != comp.label
+            and _in_split(Composition(comp.category, comp.objects, y), split)]
+
+
+def negative(spec: PromptSpec, rng: np.random.Generator, split: str = "all") -> PromptSpec | None:
+    """p-: the same entities (K(p) words) with a label y' != y drawn uniformly from those of
+    Y whose composition is in ``split``; None when there is none (e.g. a seen red circle on
+    the left has no seen alternative: every other relation of it is held out).
+
+    With ``split="all"`` a negative of a seen prompt may be a held-out composition (the rng
+    draws are the same as before ``split`` existed).
+    """
+    others = negative_labels(spec, split)
+    if not others:
+        return None
+    comp = composition_of(spec)
     y_neg = others[int(rng.integers(len(others)))]
     return spec_of(Composition(comp.category, comp.objects, y_neg))
