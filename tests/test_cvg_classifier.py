@@ -216,8 +216,8 @@ def test_classifier_pipeline_end_to_end_on_a_random_tiny_generator(tmp_path):
     cfg.categories = ["spatial_relationships"]
     cfg.backbone = {"name": "video-encoder", "weights": None, "width": 8, "out_dim": 16}
     cfg.aggregator = {"d_model": 16, "depth": 1}
-    cfg.data = {"train": 4, "val": 2, "split": "all", "synthetic_fraction": 0.0, "shard_size": 2,
-                "render": {"frames": 4, "size": 16}}
+    cfg.data = {"train": 4, "val": 2, "split": "seen", "synthetic_fraction": 0.0, "shard_size": 2,
+                "heldout_eval": 2, "render": {"frames": 4, "size": 16}}
     cfg.optim = {"epochs": 2, "batch_size": 4, "lr": 1e-3}
     cfg.cache_dir, cfg.out = str(tmp_path / "cache"), str(tmp_path / "clf")
     cfg.ablations_out = str(tmp_path / "ablations")
@@ -226,6 +226,16 @@ def test_classifier_pipeline_end_to_end_on_a_random_tiny_generator(tmp_path):
     for key in ("dual", "p_plus_only", "backbone_none"):
         acc = report[key]["val_acc_pos"]["spatial_relationships"]
         assert 0.0 <= acc <= 1.0
+        assert report[key]["n_heldout"] == 2 and 0.0 <= report[key]["heldout_acc_neg"]["mean"] <= 1.0
+    # the held-out evaluation videos are held-out compositions, p+ and p-; training's are not
+    from cvg_bench.cvg.training import FeatureCache
+    from cvg_bench.shapes.grammar import is_heldout, parse
+
+    cache = Path(report["cache"])
+    held = FeatureCache(cache / "heldout").load()[2]
+    assert all(is_heldout(parse(r["prompt"])) and is_heldout(parse(r["negative_prompt"])) for r in held)
+    seen = FeatureCache(cache / "train").load()[2] + FeatureCache(cache / "val").load()[2]
+    assert not any(is_heldout(parse(r[k])) for r in seen for k in ("prompt", "negative_prompt"))
     assert report["val_sources"] == {"real": 2, "synthetic": 0}
     clf = CVGClassifier.load(tmp_path / "clf")
     assert clf.meta["variant"] == "dual" and clf.features.layers == tuple(

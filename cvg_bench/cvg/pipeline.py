@@ -351,9 +351,18 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
         caches[part] = build_feature_cache(generator, examples,
                                            features, FeatureCache(cache_root / part), int(n),
                                            int(cfg.data.shard_size), task=task, num_tasks=tasks)
+    n_heldout = int(cfg.data.get("heldout_eval") or 0)
+    if n_heldout and data is None:  # rendered held-out compositions: the classifier never saw them
+        hcfg = heldout_eval_cfg(cfg)
+        examples = example_source(hcfg, generator, categories, int(cfg.seed) + 2)
+        caches["heldout"] = build_feature_cache(generator, examples, features,
+                                                FeatureCache(cache_root / "heldout"), n_heldout,
+                                                int(cfg.data.shard_size), task=task, num_tasks=tasks)
     if tasks > 1:  # one array task of the cache build: the training is a later, single job
+        sizes = [("train", cfg.data.train), ("val", cfg.data.val)] + (
+            [("heldout", n_heldout)] if "heldout" in caches else [])
         missing = {part: caches[part].missing_shards(int(n), int(cfg.data.shard_size))
-                   for part, n in (("train", cfg.data.train), ("val", cfg.data.val))}
+                   for part, n in sizes}
         log.info("cache task %d/%d done under %s; shards still missing: %s (train once they "
                  "are all built, with cache_tasks=1)", task, tasks, cache_root, missing)
         return {"cache": str(cache_root), "cache_task": task, "cache_tasks": tasks,
@@ -391,6 +400,7 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
         report[key] = {"backbone": backbone.get("name"), "dual": dual,
                        "val_acc_pos": accuracy(model, vpos, vrows),
                        "val_acc_neg": accuracy(model, vneg, vrows),
+                       **heldout_accuracy(model, caches.get("heldout")),
                        "final_loss": result["history"][-1]["loss"], "history": result["history"]}
         model.save(Path(cfg.out) if key == "dual" else Path(cfg.ablations_out) / key)
     report["minutes"] = (time.time() - started) / 60
@@ -398,6 +408,23 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     log.info("classifier report: %s", json.dumps({k: v for k, v in report.items()
                                                    if not isinstance(v, dict) or "history" not in v}, indent=1))
     return report
+
+
+def heldout_eval_cfg(cfg: DictConfig) -> DictConfig:
+    """The held-out evaluation stream: rendered videos (labelled by construction, no
+    generator samples, no labeller) of held-out compositions, p- held out too."""
+    hcfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    hcfg.data.split, hcfg.data.synthetic_fraction, hcfg.data.source = "heldout", 0.0, "render"
+    return hcfg
+
+
+def heldout_accuracy(model, cache: FeatureCache | None) -> dict[str, Any]:
+    """Accuracy on the held-out compositions (p+ and p-), when that cache was built."""
+    if cache is None:
+        return {}
+    hpos, hneg, hrows = cache.load()
+    return {"heldout_acc_pos": accuracy(model, hpos, hrows),
+            "heldout_acc_neg": accuracy(model, hneg, hrows), "n_heldout": len(hrows)}
 
 
 def generator_identity(cfg: DictConfig, generator) -> dict[str, str]:
@@ -476,7 +503,7 @@ def cache_name(cfg: DictConfig, generator_version: str, features: FeatureSpec,
         data["folder_digest"] = folder_digest(data.get("folder"))
         data["val_folder_digest"] = folder_digest(data.get("val_folder"))
     key = {"features": features.to_dict(), "categories": categories, "seed": int(cfg.seed),
-           "data": {k: v for k, v in data.items() if k not in ("train", "val")}}
+           "data": {k: v for k, v in data.items() if k not in ("train", "val", "heldout_eval")}}
     return safe_name(f"{generator_version}__{config_hash(key)}")
 
 
