@@ -500,3 +500,21 @@ def test_evaluate_reads_the_cache_like_the_training_accuracy(tmp_path):
     assert result["spatial_relationships"]["n"] == 24 * 2  # videos x steps of T
     assert result["spatial_relationships"]["plain"] == accuracy(model, pos, rows)["spatial_relationships"]
     assert group_of({"category": "motion_binding", "label": "up/left"}) == "motion_binding/2obj"
+
+
+def test_variants_train_each_backbone_named_once():
+    from omegaconf import OmegaConf
+
+    from cvg_bench.cvg.pipeline import variants
+
+    cfg = OmegaConf.create({"backbone": {"name": "video-encoder"}, "compare_without_dual": True,
+                            "compare_backbone_none": True,
+                            "compare_backbones": ["none", {"name": "hf-vision", "model_id": "x"}]})
+    got = [(k, d, b["name"]) for k, d, b in variants(cfg)]
+    assert got == [("dual", True, "video-encoder"), ("p_plus_only", False, "video-encoder"),
+                   ("backbone_none", True, "none"), ("backbone_hf_vision", True, "hf-vision")]
+    cfg.backbone = {"name": "none"}
+    assert [k for k, *_ in variants(cfg)] == ["dual", "p_plus_only", "backbone_hf_vision"]
+    cfg.compare_backbones = [{"model_id": "x"}]
+    with pytest.raises(ValueError, match="compare_backbones entry"):
+        variants(cfg)

@@ -210,7 +210,9 @@ CLASSIFIER_PATH = ["cvg_bench/cvg/pipeline.py", "cvg_bench/cvg/training.py",
                    "cvg_bench/cvg/sources.py", "cvg_bench/cvg/features.py",
                    "cvg_bench/cvg/classifier.py", "cvg_bench/cvg/aggregator.py",
                    "cvg_bench/cvg/augment.py", "cvg_bench/train.py",
-                   *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cvg_bench/labellers").glob("*.py"))]
+                   "methods/cvg.py",  # inference
+                   *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cvg_bench/labellers").glob("*.py")),
+                   *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cvg_bench/backbones").glob("*.py"))]
 
 
 def test_the_classifier_path_imports_no_scorer_and_not_the_oracle_statically():

@@ -1,13 +1,14 @@
-"""Pre-train the `video-encoder` backbone on rendered shapes layouts, then it stays frozen.
+"""Pre-train the `video-encoder` backbone without labels, then it stays frozen.
 
 Input: what CVG's aggregator writes for the backbone, a short low-resolution video
-``(frames, 3, s, s)``; here each channel is one entity's exact object mask (from the
-oracle's colour segmentation of a rendered shapes video), area-resized to ``s``.
-Target: per channel, where the object is and how it changes, in units of the frame:
-present, mean x / y over the first and the last half of the frames, log area ratio
-(last / first half) and the number of connected components. These are the quantities every
-composition category is judged on, so the frozen features carry layout, motion, size and
-count, without ever seeing CVG's labels.
+``(frames, channels, s, s)``; here each channel is the coverage of one colour of a rendered
+shapes video of a *seen* composition, as the renderer drew it (``shapes.render.coverage``:
+by construction, no segmentation, nothing of the evaluation oracle).
+Objective (self-supervised, masked reconstruction): half of the frames (at random, per video)
+and the channel order (at random) are hidden or shuffled in the input; the encoder's
+``out_dim`` features alone must reconstruct the whole volume through a linear decoder that
+is dropped after pre-training. No label, no position, motion or count target: the features
+carry layout and motion only because reconstructing the hidden frames needs them.
 
     python -m cvg_bench train component=video_encoder
 """
@@ -25,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
-from scipy import ndimage
 from tqdm import tqdm
 
 from cvg_bench.backbones.video_encoder import DEFAULT_WEIGHTS, VideoEncoder
@@ -33,73 +33,54 @@ from cvg_bench.records import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("present", "x_first", "y_first", "x_last", "y_last", "log_area_ratio", "components")
-
-
-def mask_targets(mask: np.ndarray) -> np.ndarray:
-    """``mask`` (frames, H, W) bool -> the targets of :data:`TARGETS` (zeros when empty)."""
-    frames, h, w = mask.shape
-    half = frames // 2
-    area = mask.reshape(frames, -1).sum(1).astype(np.float64)
-    if area.sum() == 0:
-        return np.zeros(len(TARGETS), np.float32)
-    ys, xs = np.mgrid[0:h, 0:w]
-
-    def centre(fs: slice) -> tuple[float, float]:
-        m = mask[fs]
-        n = max(m.sum(), 1)
-        return float((m * xs).sum() / n / w), float((m * ys).sum() / n / h)
-
-    (x0, y0), (x1, y1) = centre(slice(0, half)), centre(slice(half, frames))
-    ratio = np.log((area[half:].mean() + 1) / (area[:half].mean() + 1))
-    comps = np.mean([ndimage.label(f)[1] for f in mask])
-    return np.asarray([1.0, x0, y0, x1, y1, ratio, comps / 3.0], np.float32)
+OBJECTIVE = "masked_frame_reconstruction"
 
 
 def make_examples(n: int, seed: int, frames: int, size: int, map_size: int,
-                  channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` (volume, target) pairs from every shapes category in turn."""
-    from cvg_bench.generators.localisation import entity_masks
+                  channels: int) -> torch.Tensor:
+    """``n`` coverage volumes ``(n, frames, channels, map_size, map_size)`` of seen
+    compositions, every shapes category in turn."""
     from cvg_bench.shapes.grammar import CATEGORIES, sample_spec
-    from cvg_bench.shapes.render import RenderConfig, render
+    from cvg_bench.shapes.render import coverage, plan_scene
 
     rng = np.random.default_rng(seed)
-    cfg = RenderConfig(frames=frames, size=size)
     vols = np.zeros((n, frames, channels, map_size, map_size), np.float32)
-    tgts = np.zeros((n, channels, len(TARGETS)), np.float32)
     for i in tqdm(range(n), desc=f"render {n} examples", leave=False):
-        spec = sample_spec(rng, CATEGORIES[i % len(CATEGORIES)], "all")
-        video = render(spec, seed=seed * 1_000_003 + i, cfg=cfg)
-        masks = entity_masks(video, spec)
-        if any(m is None for m in masks):  # e.g. a colour change: the whole foreground
-            from cvg_bench.shapes.oracle import MIN_CHROMA
-
-            fg = (video.max(-1).astype(np.int16) - video.min(-1)) >= MIN_CHROMA * 255
-            masks = [fg if m is None else m for m in masks]
-        for c, m in enumerate(masks[:channels]):
-            small = F.interpolate(torch.from_numpy(m.astype(np.float32))[:, None],
-                                  size=(map_size, map_size), mode="area")[:, 0]
-            vols[i, :, c] = small.numpy()
-            tgts[i, c] = mask_targets(m)
-    return torch.from_numpy(vols), torch.from_numpy(tgts)
+        spec = sample_spec(rng, CATEGORIES[i % len(CATEGORIES)], "seen")
+        plan = plan_scene(spec, np.random.default_rng([seed * 1_000_003 + i, 0]), frames)
+        cov = torch.from_numpy(coverage(plan, size, channels))  # (frames, channels, size, size)
+        vols[i] = F.interpolate(cov, size=(map_size, map_size), mode="area").numpy()
+    return torch.from_numpy(vols)
 
 
-def _loss(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    """MSE; the geometry of an absent channel is not asked for."""
-    err = (pred - tgt) ** 2
-    present = tgt[..., :1]
-    return (err[..., :1].mean() + (err[..., 1:] * present).sum() / present.sum().clamp_min(1)
-            / (len(TARGETS) - 1))
+def hide(x: torch.Tensor, gen: torch.Generator, frame_share: float = 0.5) -> torch.Tensor:
+    """The input of the objective: channels shuffled per video, ``frame_share`` of the
+    frames zeroed per video (at least one frame kept)."""
+    b, frames, channels = x.shape[:3]
+    perm = torch.stack([torch.randperm(channels, generator=gen) for _ in range(b)])
+    out = torch.gather(x, 2, perm[:, None, :, None, None].expand_as(x)).clone()
+    keep = torch.rand(b, frames, generator=gen) >= frame_share
+    keep[torch.arange(b), torch.randint(frames, (b,), generator=gen)] = True
+    return out * keep[:, :, None, None, None], perm
 
 
-def r2_per_target(pred: torch.Tensor, tgt: torch.Tensor) -> dict[str, float]:
-    """R^2 per target over present channels (``present`` over all channels)."""
-    out = {}
-    present = tgt[..., 0] > 0.5
-    for j, name in enumerate(TARGETS):
-        p, t = (pred[..., j], tgt[..., j]) if j == 0 else (pred[..., j][present], tgt[..., j][present])
-        out[name] = float(1 - ((p - t) ** 2).sum() / ((t - t.mean()) ** 2).sum().clamp_min(1e-12))
-    return out
+class Reconstructor(torch.nn.Module):
+    """Encoder + a linear decoder from its features to the whole (unshuffled) volume."""
+
+    def __init__(self, enc: VideoEncoder, frames: int, channels: int, map_size: int) -> None:
+        super().__init__()
+        self.enc, self.shape = enc, (frames, channels, map_size, map_size)
+        self.dec = torch.nn.Linear(enc.out_dim, int(np.prod(self.shape)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(x)).view(len(x), *self.shape)
+
+
+def reconstruction_loss(model: Reconstructor, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """MSE of the reconstruction of ``x`` (in the shuffled channel order the input has)."""
+    hidden, perm = hide(x, gen)
+    target = torch.gather(x, 2, perm[:, None, :, None, None].expand_as(x))
+    return F.mse_loss(model(hidden), target)
 
 
 def _overrides() -> list[str]:
@@ -121,38 +102,39 @@ def pretrain_video_encoder(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     enc = VideoEncoder(cfg.frames, cfg.map_size, channels=cfg.channels, width=cfg.width,
                        out_dim=cfg.out_dim, weights=None)
-    head = torch.nn.Linear(cfg.out_dim, cfg.channels * len(TARGETS))  # dropped after pre-training
-    x, y = make_examples(int(cfg.train), int(cfg.seed), cfg.frames, cfg.size, cfg.map_size, cfg.channels)
-    vx, vy = make_examples(int(cfg.val), int(cfg.seed) + 1, cfg.frames, cfg.size, cfg.map_size, cfg.channels)
-    params = list(enc.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=float(cfg.lr), weight_decay=0.01)
+    model = Reconstructor(enc, int(cfg.frames), int(cfg.channels), int(cfg.map_size))
+    x = make_examples(int(cfg.train), int(cfg.seed), cfg.frames, cfg.size, cfg.map_size, cfg.channels)
+    vx = make_examples(int(cfg.val), int(cfg.seed) + 1, cfg.frames, cfg.size, cfg.map_size, cfg.channels)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg.lr), weight_decay=0.01)
     gen = torch.Generator().manual_seed(int(cfg.seed))
 
-    def predict(v: torch.Tensor) -> torch.Tensor:
-        return head(enc(v)).view(len(v), cfg.channels, len(TARGETS))
+    def val_loss() -> float:
+        with torch.no_grad():
+            return float(reconstruction_loss(model, vx, torch.Generator().manual_seed(1)))
 
-    history = []
+    history = [{"epoch": 0, "val_loss": val_loss()}]
     for epoch in tqdm(range(int(cfg.epochs)), desc="video-encoder"):
         order = torch.randperm(len(x), generator=gen)
         total = 0.0
         for i in range(0, len(x), int(cfg.batch_size)):
             idx = order[i:i + int(cfg.batch_size)]
-            loss = _loss(predict(x[idx]), y[idx])
+            loss = reconstruction_loss(model, x[idx], gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        with torch.no_grad():
-            val = float(_loss(predict(vx), vy))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(x), "val_loss": val})
-    with torch.no_grad():
-        r2 = r2_per_target(predict(vx), vy)
+        history.append({"epoch": epoch + 1, "train_loss": total / len(x), "val_loss": val_loss()})
+    # the baseline a useful encoder must beat: predicting every video as the mean volume
+    mean_baseline = float(F.mse_loss(x.mean(0, keepdim=True).expand_as(vx), vx))
     out = Path(cfg.out) if cfg.out else DEFAULT_WEIGHTS
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(out))
-    report = {"val_r2": r2, "history": history, "minutes": (time.time() - started) / 60,
+    report = {"objective": OBJECTIVE, "labels": "none (rendered seen compositions, no targets)",
+              "val_loss": history[-1]["val_loss"], "val_loss_mean_volume": mean_baseline,
+              "history": history, "minutes": (time.time() - started) / 60,
               "config": OmegaConf.to_container(cfg, resolve=True),
               "command": "python -m cvg_bench train component=video_encoder " + " ".join(_overrides())}
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=1))
-    log.info("video-encoder pre-trained: val R^2 %s", {k: round(v, 3) for k, v in r2.items()})
+    log.info("video-encoder pre-trained (%s): val MSE %.5f (mean-volume baseline %.5f)",
+             OBJECTIVE, report["val_loss"], mean_baseline)
     return report

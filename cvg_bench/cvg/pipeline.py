@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cvg_bench import registry
 from cvg_bench.cvg.classifier import CVGClassifier
@@ -479,8 +479,21 @@ def variants(cfg: DictConfig) -> list[tuple[str, bool, dict[str, Any]]]:
     out = [("dual", True, backbone)]
     if cfg.compare_without_dual:
         out.append(("p_plus_only", False, backbone))
-    if cfg.get("compare_backbone_none", False) and backbone.get("name") != "none":
-        out.append(("backbone_none", True, {"name": "none"}))
+    raw = cfg.get("compare_backbones")
+    others = (OmegaConf.to_container(raw, resolve=True) if isinstance(raw, ListConfig)
+              else list(raw or []))
+    if cfg.get("compare_backbone_none", False):
+        others.append("none")
+    done = {backbone.get("name")}
+    for other in others:
+        spec = {"name": other} if isinstance(other, str) else dict(other)
+        if not spec.get("name"):
+            raise ValueError(f"compare_backbones entry {other!r}; accepted: a backbone name or "
+                             "{name: ..., ...} (configs/backbone/)")
+        if spec["name"] in done:
+            continue
+        done.add(spec["name"])
+        out.append((f"backbone_{safe_name(spec['name']).replace('-', '_')}", True, spec))
     return out
 
 

@@ -363,6 +363,28 @@ def draw_plan(plan: Plan, cfg: RenderConfig, rng: np.random.Generator) -> np.nda
     return np.stack(frames)
 
 
+def coverage(plan: Plan, size: int, channels: int, supersample: int = 4) -> np.ndarray:
+    """Per-colour coverage of a plan, float32 (frames, channels, size, size) in [0, 1]: channel
+    c is the c-th colour to appear (later colours beyond ``channels`` are dropped). What the
+    renderer drew, by construction: no segmentation of pixels."""
+    px = size * supersample
+    order: list[str] = []
+    for sprites in plan:
+        order += [s.colour for s in sprites if s.colour not in order]
+    out = np.zeros((len(plan), channels, size, size), np.float32)
+    img = Image.new("L", (px, px), 0)
+    for f, sprites in enumerate(plan):
+        for s in sprites:
+            c = order.index(s.colour)
+            if c >= channels:
+                continue
+            img.paste(0, (0, 0, px, px))
+            _draw_sprite(ImageDraw.Draw(img), s, px, 255)
+            a = np.asarray(img.resize((size, size), Image.BOX), np.float32) / 255
+            out[f, c] = np.maximum(out[f, c], a)
+    return out
+
+
 def render(spec: PromptSpec | Composition, seed: int, cfg: RenderConfig | None = None) -> np.ndarray:
     """A uint8 video (frames, size, size, 3) of ``spec``; deterministic in (spec, seed, cfg).
 
