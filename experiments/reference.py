@@ -1,4 +1,6 @@
-"""The reference `shapes` held-out leaderboard, end to end and re-runnable (issues 5 and 6).
+"""The earlier `shapes` held-out leaderboard study (issues 5 and 6), superseded by the fixed
+protocol ``python -m cvg_bench reproduce +experiment=shapes_heldout``, which alone makes the
+committed reference tables; this study's tables are archived (results/reference/archive/).
 
 1. Tune: every guided method runs a small grid (step size x guided steps) on the `seen`
    split (few prompts, one seed unless ``--tune-seeds``), on the categories the plan gives
@@ -13,7 +15,7 @@
 Every step is a plain `python -m cvg_bench ...` command (printed as it runs), and the run
 store skips finished samples, so an interrupted script resumes where it stopped.
 
-    python -m experiments.reference --out results/reference
+    python -m experiments.reference --out results/experiments_reference
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="held-out prompts per category")
     p.add_argument("--score", default="oracle/relation", help="what the tuning maximises")
     p.add_argument("--work", type=Path, default=Path("results/reference_runs"))
-    p.add_argument("--out", type=Path, default=Path("results/reference"))
+    p.add_argument("--out", type=Path, default=Path("results/experiments_reference"))
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     a = p.parse_args(argv)
     plan = parse_plan(a.plan or list(PLAN))
