@@ -518,3 +518,37 @@ def test_variants_train_each_backbone_named_once():
     cfg.compare_backbones = [{"model_id": "x"}]
     with pytest.raises(ValueError, match="compare_backbones entry"):
         variants(cfg)
+
+
+def test_symmetries_of_action_interaction_and_numeracy():
+    """Growth is mirror-invariant and reverses in time; an approach reversed moves away, a hit
+    reversed is no label (time reversal is skipped there); counts never change."""
+    from cvg_bench.cvg.augment import applicable, apply_to_label, apply_to_maps, augment_batch, symmetry_group
+    from cvg_bench.shapes.grammar import label_set
+
+    assert apply_to_label("action_binding", "growing/shrinking", ("flip_x", "reverse_time")) == "shrinking/growing"
+    assert apply_to_label("object_interactions", "approaching", ("flip_x", "flip_y")) == "approaching"
+    assert applicable("object_interactions") == ("flip_x", "flip_y")
+    with pytest.raises(ValueError, match="reverse_time is not a symmetry of 'object_interactions'"):
+        apply_to_label("object_interactions", "hitting", ("reverse_time",))
+    assert apply_to_label("generative_numeracy", "two/three", ("flip_x", "flip_y", "reverse_time")) == "two/three"
+    rng = np.random.default_rng(0)
+    rows = [{"category": "object_interactions", "label": "hitting"}]
+    maps = torch.arange(4 * 3 * 3, dtype=torch.float32).view(1, 1, 1, 1, 1, 4, 3, 3)
+    for _ in range(16):  # time is never reversed for an interaction batch
+        (out,), out_rows = augment_batch([maps], rows, ("reverse_time",), rng)
+        assert torch.equal(out, maps) and out_rows[0]["label"] == "hitting"
+    labels = {"action_binding": list(label_set("action_binding", 2)) + list(label_set("action_binding", 1)),
+              "object_interactions": list(label_set("object_interactions", 2)),
+              "generative_numeracy": list(label_set("generative_numeracy", 1))}
+    torch.manual_seed(0)
+    model = CVGClassifier(FEATS, labels, {"name": "none"}, num_layer_heads=2, frames=4,
+                          head_types={"action_binding": "per_entity"})
+    model.eval()
+    x, step = moving_maps("left", "up", np.random.default_rng(1))[0][None], torch.tensor([0])
+    for category, labs in labels.items():
+        base = model.symmetrized_log_probs(x, step, category)
+        for g in symmetry_group(applicable(category)):
+            moved = model.symmetrized_log_probs(apply_to_maps(x, g), step, category)
+            idx = [labs.index(apply_to_label(category, y, g)) for y in labs]
+            assert torch.allclose(moved[:, idx], base, atol=1e-5), (category, g)

@@ -28,6 +28,14 @@ _SWAP = {
         "flip_y": {"up": "down", "down": "up"},
         "reverse_time": {"left": "right", "right": "left", "up": "down", "down": "up"},
     },
+    "action_binding": {  # per object: growth is mirror-invariant; played backwards it shrinks
+        "flip_x": {}, "flip_y": {},
+        "reverse_time": {"growing": "shrinking", "shrinking": "growing"},
+    },
+    "object_interactions": {  # a mirrored approach is an approach; a reversed hit is no label
+        "flip_x": {}, "flip_y": {}, "reverse_time": None,
+    },
+    "generative_numeracy": {"flip_x": {}, "flip_y": {}, "reverse_time": {}},  # counts stay
 }
 
 
@@ -42,12 +50,21 @@ def augmentable(category: str) -> bool:
     return category in _SWAP
 
 
+def applicable(category: str, transforms: tuple[str, ...] = tuple(TRANSFORMS)) -> tuple[str, ...]:
+    """The ``transforms`` that map every label of ``category`` to a label (None in the table:
+    not a symmetry of the category, e.g. a reversed hit)."""
+    table = _SWAP.get(category, {})
+    return tuple(t for t in transforms if table.get(t) is not None)
+
+
 def transform_label(category: str, label: str, transform: str) -> str:
     """The label of the transformed video (an error for a category without a table)."""
     if category not in _SWAP:
         raise ValueError(f"no symmetry table for category {category!r}; augmentable: "
                          f"{', '.join(_SWAP)}")
     swap = _SWAP[category][transform]
+    if swap is None:
+        raise ValueError(f"{transform} is not a symmetry of {category!r} (some label has no image)")
     return "/".join(swap.get(part, part) for part in label.split("/"))  # "a/b": per object
 
 
@@ -75,7 +92,7 @@ def augment_batch(maps: list[torch.Tensor | None], rows: list[dict[str, Any]],
     (p+ and p-, shape ``(batch, |T|, L, H, E, F, s, s)``) are flipped, the labels follow."""
     if not transforms or not augmentable(rows[0]["category"]):
         return maps, rows
-    chosen = [t for t in transforms if rng.random() < 0.5]
+    chosen = [t for t in applicable(rows[0]["category"], transforms) if rng.random() < 0.5]
     if not chosen:
         return maps, rows
     element = tuple(chosen)

@@ -14,7 +14,7 @@ from torch import nn
 from cvg_bench import registry
 from cvg_bench.backbones.base import Backbone
 from cvg_bench.cvg.aggregator import AttentionAggregator
-from cvg_bench.cvg.augment import apply_to_label, apply_to_maps, augmentable, symmetry_group
+from cvg_bench.cvg.augment import apply_to_label, apply_to_maps, applicable, augmentable, symmetry_group
 from cvg_bench.cvg.features import FeatureSpec
 
 HEAD_TYPES = ("joint", "per_entity")
@@ -130,13 +130,14 @@ class CVGClassifier(nn.Module):
     def symmetrized_log_probs(self, maps: torch.Tensor, step_slot: torch.Tensor, category: str,
                               allowed: list[str] | tuple[str, ...] | None = None) -> torch.Tensor:
         """Mean over the shapes world's symmetries g (mirrors, time reversal) of
-        log s(g A)[g y]: the classifier read on all 8 transformed volumes, each label mapped
-        with its transform (a log geometric mean; categories without symmetries: log s)."""
+        log s(g A)[g y]: the classifier read on all 8 transformed volumes (4 where time
+        reversal is not a symmetry of the category), each label mapped with its transform (a
+        log geometric mean; categories without symmetries: log s)."""
         if not augmentable(category):
             return self.log_probs(maps, step_slot, category, allowed)
         labels = self.label_sets[category]
         kept = set(allowed or labels)
-        group = symmetry_group()
+        group = symmetry_group(applicable(category))
         columns = []
         for g in group:
             moved = [apply_to_label(category, y, g) for y in labels]
