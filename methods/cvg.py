@@ -9,7 +9,7 @@ import torch
 
 import cvg_bench
 from cvg_bench.cvg.classifier import CVGClassifier
-from cvg_bench.cvg.features import entity_maps
+from cvg_bench.cvg.features import entity_maps, kp_tokens
 from cvg_bench.generators.base import AttentionMaps, StepContext
 from cvg_bench.guidance import EnergyGuidance
 from cvg_bench.registry import register
@@ -53,7 +53,9 @@ class CVG(EnergyGuidance):
         return f"cvg_classifier:{self.classifier_version}"
 
     def prepare(self, generator, spec: PromptSpec) -> dict[str, Any]:
-        """(a) K(p) and y; the same T, L, H as at training (checked)."""
+        """(a) K(p) and y; the same T, L, H as at training (checked). K(p) is
+        ``features.kp_spec``'s, as in the feature cache; y is the prompt's label, or
+        ``as_written`` for a relative head (attribute binding)."""
         features = self.classifier.features
         n_steps = len(generator.timesteps())
         if features.num_inference_steps != n_steps:
@@ -61,9 +63,10 @@ class CVG(EnergyGuidance):
                              f"sampler; the generator samples with {n_steps} steps")
         self._check_generator(generator)
         self.classifier.to(getattr(generator, "device", "cpu"))  # maps arrive on its device
-        tokens = generator.prompt_tokens(spec)
+        tokens = kp_tokens(generator, spec)
+        target = self.classifier.guidance_label(spec.category, spec.label)
         return {"tokens": tokens, "selection": features.selection(tokens), "spec": spec,
-                "target": self.classifier.label_index(spec.category, spec.label)}
+                "target": self.classifier.label_index(spec.category, target)}
 
     def _check_generator(self, generator) -> None:
         """The classifier reads one generator's maps: another generator's (other weights) are

@@ -5,6 +5,10 @@ leftward motion into a rightward one; mirroring top-bottom swaps above/below and
 playing it backwards reverses every motion and keeps every layout. The entity maps of the
 mirrored video are, to the generator's own approximate equivariance, the mirrored maps, so
 one inverted video gives up to eight labelled feature sets at no inversion cost.
+
+Colours are mirror- and time-invariant, but a colour change played backwards runs the other
+way: dynamic binding's "a->b" becomes "b->a", and its relative label (``cvg.binding``)
+"as_written" <-> "reversed"; consistent binding keeps every label.
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ _SWAP = {
         "flip_x": {}, "flip_y": {}, "reverse_time": None,
     },
     "generative_numeracy": {"flip_x": {}, "flip_y": {}, "reverse_time": {}},  # counts stay
+    "consistent_attribute_binding": {"flip_x": {}, "flip_y": {}, "reverse_time": {}},
+    "dynamic_attribute_binding": {  # absolute "a->b": see _REVERSES; relative labels here
+        "flip_x": {}, "flip_y": {},
+        "reverse_time": {"as_written": "reversed", "reversed": "as_written"},
+    },
 }
+# (category, transform) that reverse the order of a sequence label "a->b" (a change of state)
+_REVERSES = {("dynamic_attribute_binding", "reverse_time")}
 
 
 def check_transforms(transforms: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -65,6 +76,11 @@ def transform_label(category: str, label: str, transform: str) -> str:
     swap = _SWAP[category][transform]
     if swap is None:
         raise ValueError(f"{transform} is not a symmetry of {category!r} (some label has no image)")
+    if "->" in label:  # a change "a->b": backwards in time it is "b->a"
+        parts = label.split("->")
+        if (category, transform) in _REVERSES:
+            parts = parts[::-1]
+        return "->".join(swap.get(part, part) for part in parts)
     return "/".join(swap.get(part, part) for part in label.split("/"))  # "a/b": per object
 
 
@@ -89,7 +105,9 @@ def augment_batch(maps: list[torch.Tensor | None], rows: list[dict[str, Any]],
                   transforms: tuple[str, ...], rng: np.random.Generator
                   ) -> tuple[list[torch.Tensor | None], list[dict[str, Any]]]:
     """Apply each transform with probability 1/2 to the whole batch (one category): the maps
-    (p+ and p-, shape ``(batch, |T|, L, H, E, F, s, s)``) are flipped, the labels follow."""
+    (p+ and p-, shape ``(batch, |T|, L, H, E, F, s, s)``) are flipped, the video's label
+    follows. The prompts do not change: a changed row keeps p+'s label as ``prompt_label``
+    (relative heads read the video's label against it)."""
     if not transforms or not augmentable(rows[0]["category"]):
         return maps, rows
     chosen = [t for t in applicable(rows[0]["category"], transforms) if rng.random() < 0.5]
@@ -97,4 +115,5 @@ def augment_batch(maps: list[torch.Tensor | None], rows: list[dict[str, Any]],
         return maps, rows
     element = tuple(chosen)
     maps = [apply_to_maps(m, element) if m is not None else None for m in maps]
-    return maps, [{**r, "label": apply_to_label(r["category"], r["label"], element)} for r in rows]
+    return maps, [{**r, "prompt_label": r.get("prompt_label", r["label"]),
+                   "label": apply_to_label(r["category"], r["label"], element)} for r in rows]

@@ -15,9 +15,10 @@ from cvg_bench import registry
 from cvg_bench.backbones.base import Backbone
 from cvg_bench.cvg.aggregator import AttentionAggregator
 from cvg_bench.cvg.augment import apply_to_label, apply_to_maps, applicable, augmentable, symmetry_group
+from cvg_bench.cvg.binding import AS_WRITTEN, relative_categories, relative_labels
 from cvg_bench.cvg.features import FeatureSpec
 
-HEAD_TYPES = ("joint", "per_entity")
+HEAD_TYPES = ("joint", "per_entity", "relative")
 
 
 class PerEntityHead(nn.Module):
@@ -49,7 +50,7 @@ class PerEntityHead(nn.Module):
 
 
 def build_head(kind: str, in_dim: int, labels: list[str], max_entities: int) -> nn.Module:
-    if kind == "joint":
+    if kind in ("joint", "relative"):  # relative: a joint head over the relative labels
         return nn.Linear(in_dim, len(labels))
     if kind == "per_entity":
         return PerEntityHead(in_dim, labels, max_entities)
@@ -62,8 +63,10 @@ class CVGClassifier(nn.Module):
     One head (W, b) per category over that category's labels; a prompt whose own label set
     is smaller (e.g. one moving object vs two) masks the other logits. ``head_types`` makes a
     category's head ``per_entity`` (joint labels "a/b" factorised over entities, see
-    ``PerEntityHead``); the default is ``joint``. Only ``aggregator`` and ``heads`` are
-    trainable; the backbone is frozen at construction.
+    ``PerEntityHead``) or ``relative`` (attribute binding: the labels of ``cvg.binding``,
+    read against the prompt's own words, replacing the category's absolute labels; the
+    prompt's absolute ``allowed`` set is ignored); the default is ``joint``. Only
+    ``aggregator`` and ``heads`` are trainable; the backbone is frozen at construction.
     """
 
     def __init__(self, features: FeatureSpec, label_sets: dict[str, list[str]],
@@ -82,6 +85,12 @@ class CVGClassifier(nn.Module):
             raise ValueError(f"head_types name categories {unknown} that have no labels; "
                              f"categories: {', '.join(self.label_sets)}")
         self.head_types = {cat: (head_types or {}).get(cat, "joint") for cat in self.label_sets}
+        for cat, kind in self.head_types.items():
+            if kind == "relative":
+                if cat not in relative_categories():
+                    raise ValueError(f"head type 'relative' for {cat!r}: only "
+                                     f"{', '.join(relative_categories())} have relative labels")
+                self.label_sets[cat] = list(relative_labels(cat))
         self.backbone: Backbone = registry.build("backbone", self.backbone_cfg, frames=frames,
                                                  map_size=features.map_size).freeze()
         self.aggregator = AttentionAggregator(
@@ -113,7 +122,7 @@ class CVGClassifier(nn.Module):
 
     def label_mask(self, category: str, allowed: list[str] | tuple[str, ...] | None) -> torch.Tensor:
         labels = self.label_sets[category]
-        if not allowed:
+        if not allowed or self.head_types.get(category) == "relative":
             return torch.ones(len(labels), dtype=torch.bool)
         unknown = [a for a in allowed if a not in labels]
         if unknown:
@@ -136,7 +145,7 @@ class CVGClassifier(nn.Module):
         if not augmentable(category):
             return self.log_probs(maps, step_slot, category, allowed)
         labels = self.label_sets[category]
-        kept = set(allowed or labels)
+        kept = set(labels if self.head_types.get(category) == "relative" else allowed or labels)
         group = symmetry_group(applicable(category))
         columns = []
         for g in group:
@@ -154,8 +163,16 @@ class CVGClassifier(nn.Module):
     def label_index(self, category: str, label: str) -> int:
         labels = self.label_sets[category]
         if label not in labels:
-            raise ValueError(f"label {label!r} is not in the {category!r} label set {labels}")
+            hint = (" (a relative head: read a video's label against the prompt's with "
+                    "cvg.binding.relative_label; guide with guidance_label)"
+                    if self.head_types.get(category) == "relative" else "")
+            raise ValueError(f"label {label!r} is not in the {category!r} label set {labels}{hint}")
         return labels.index(label)
+
+    def guidance_label(self, category: str, label: str) -> str:
+        """The head's label to guide a prompt of ``label`` towards: the label itself, or
+        ``as_written`` for a relative head (the video should bind colours as the prompt does)."""
+        return AS_WRITTEN if self.head_types.get(category) == "relative" else label
 
     # --- files ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

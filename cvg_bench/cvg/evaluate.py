@@ -27,13 +27,15 @@ def group_of(row: dict[str, Any]) -> str:
 
 
 @torch.no_grad()
-def evaluate(clf: CVGClassifier, maps: torch.Tensor, rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def evaluate(clf: CVGClassifier, maps: torch.Tensor, rows: list[dict[str, Any]],
+             features: str | None = None) -> dict[str, dict[str, float]]:
     """{group: {"n", "plain", "symmetrized"}}: argmax accuracy over each prompt's own Y, at
-    every step of T (n counts video-steps)."""
+    every step of T (n counts video-steps). ``features``: "pos"/"neg", the prompt the maps
+    were inverted under (default: the cache's tag; relative heads' targets depend on it)."""
     def groups(row: dict[str, Any]) -> set[str]:
         return {row["category"], group_of(row)}
 
-    read = {how: accuracy(clf, maps, rows, score=score, groups=groups)
+    read = {how: accuracy(clf, maps, rows, score=score, groups=groups, features=features)
             for how, score in (("plain", clf.log_probs), ("symmetrized", clf.symmetrized_log_probs))}
     counts = Counter(g for r in rows for g in groups(r))
     return {g: {"n": counts[g] * maps.shape[1], **{how: read[how][g] for how in read}}
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the p+ or the p- inversions")
     args = parser.parse_args(argv)
     pos, neg, rows = FeatureCache(args.cache / "val").load()
-    result = evaluate(CVGClassifier.load(args.classifier), pos if args.features == "pos" else neg, rows)
+    result = evaluate(CVGClassifier.load(args.classifier), pos if args.features == "pos" else neg,
+                      rows, features=args.features)
     for group, r in result.items():
         print(f"{group:28s} n={r['n']:5d}  plain {r['plain']:.3f}  symmetrized {r['symmetrized']:.3f}")
     print(json.dumps(result))

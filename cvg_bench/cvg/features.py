@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from cvg_bench.generators.base import AttentionMaps, AttentionSelection, PromptTokens
+from cvg_bench.types import Entity, PromptSpec
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,39 @@ class FeatureSpec:
                     if v != getattr(other, k)}
             raise ValueError(f"{what} was trained on other features (T, L, H, geometry): "
                              f"trained vs requested {diff}")
+
+
+def kp_spec(spec: PromptSpec) -> PromptSpec:
+    """K(p) of a prompt as the spec whose entities are its slots (the one definition, used by
+    the feature cache and by guidance alike; docs/cvg-categories.md).
+
+    Every category but the two attribute-binding ones: each entity's words (attribute +
+    noun), relation words withheld: ``spec`` itself. consistent_attribute_binding (the
+    shapes grammar puts each colour in ``relation_spans``): slot e = colour e + noun e, the
+    entity phrase. dynamic_attribute_binding: slot 1 = the first colour word, slot 2 = the
+    second ("from"/"to" and the noun withheld). A spec already written that way (colour
+    words inside the entities' words, e.g. T2V-CompBench's phrases and states) is kept.
+    """
+    cat, ents, rel = spec.category, spec.entities, tuple(sorted(spec.relation_spans))
+    if cat == "consistent_attribute_binding" and len(ents) == 2 and len(rel) == 2:
+        slots = tuple(replace(e, word_spans=tuple(sorted({c, *e.word_spans})))
+                      for e, c in zip(ents, rel))
+        return replace(spec, entities=slots, relation_spans=())
+    if cat == "dynamic_attribute_binding" and len(ents) == 1 and len(rel) == 2:
+        slots = tuple(Entity(phrase=spec.prompt[a:b], noun=ents[0].noun,
+                             attributes=(spec.prompt[a:b],), span=(a, b), word_spans=((a, b),))
+                      for a, b in rel)
+        return replace(spec, entities=slots, relation_spans=())
+    if cat == "dynamic_attribute_binding" and len(ents) != 2:
+        raise ValueError(f"K(p) of dynamic binding needs the two colour words (two relation "
+                         f"spans of one entity, or two state entities): {spec.prompt!r} has "
+                         f"{len(ents)} entities and {len(rel)} relation spans")
+    return spec
+
+
+def kp_tokens(generator, spec: PromptSpec) -> PromptTokens:
+    """The generator's tokens of K(p): ``entity_tokens`` are the slots of ``kp_spec``."""
+    return generator.prompt_tokens(kp_spec(spec))
 
 
 def entity_maps(attn: AttentionMaps, tokens: PromptTokens, spec: FeatureSpec) -> tuple[torch.Tensor, torch.Tensor]:

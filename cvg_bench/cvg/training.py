@@ -3,7 +3,8 @@
 Every video is inverted twice, under p+ (its true composition) and under p- (a wrong label
 from Y); the entity maps at the steps T of both trajectories are cached on disk, and both are
 supervised with the true label y. The cache is sharded and resumable, so training runs and
-ablations never re-invert.
+ablations never re-invert. A ``relative`` head (attribute binding, ``cvg.binding``) reads y
+against each prompt's own words, so its p+ and p- targets differ (``targets``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from cvg_bench.cvg.augment import augment_batch, check_transforms
+from cvg_bench.cvg.binding import relative_label
 from cvg_bench.cvg.classifier import CVGClassifier
-from cvg_bench.cvg.features import FeatureSpec, entity_maps
+from cvg_bench.cvg.features import FeatureSpec, entity_maps, kp_tokens
 from cvg_bench.records import atomic_write_text
 from cvg_bench.types import PromptSpec, Video
 
@@ -38,7 +40,7 @@ def featurize(generator, video: Video, spec: PromptSpec, features: FeatureSpec) 
     """Steps (a)-(b) for one prompt: invert ``video`` under ``spec``, replay the trajectory's
     latents at the steps T and capture the entity maps: ``(|T|, L, H, E, F, s, s)``."""
     inversion = generator.invert(video, spec, features.num_inference_steps)
-    tokens = generator.prompt_tokens(spec)
+    tokens = kp_tokens(generator, spec)
     selection = features.selection(tokens)
     per_step = []
     for step in features.steps:
@@ -94,6 +96,8 @@ class FeatureCache:
         return [i for i in range(-(-num_examples // shard_size)) if not self.has_shard(i)]
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+        """(p+ maps, p- maps, rows); each maps tensor is tagged with which prompt it was
+        inverted under (``features_of``), so ``accuracy`` reads relative heads right."""
         pos, neg, rows = [], [], []
         for meta in sorted(self.root.glob("shard-*.jsonl")):
             tensors = load_file(meta.with_suffix(".safetensors"))
@@ -102,7 +106,17 @@ class FeatureCache:
             rows += [json.loads(line) for line in meta.read_text().splitlines()]
         if not rows:
             raise FileNotFoundError(f"no feature shards under {self.root}")
-        return torch.cat(pos), torch.cat(neg), rows
+        pos_t, neg_t = torch.cat(pos), torch.cat(neg)
+        pos_t.cvg_features, neg_t.cvg_features = "pos", "neg"
+        return pos_t, neg_t, rows
+
+
+FEATURES = ("pos", "neg")
+
+
+def features_of(maps: torch.Tensor) -> str | None:
+    """"pos" / "neg" for the maps ``FeatureCache.load`` returned, else None."""
+    return getattr(maps, "cvg_features", None)
 
 
 def build_feature_cache(generator, examples: Iterable[Example] | Callable[[int], Example],
@@ -151,6 +165,7 @@ def build_feature_cache(generator, examples: Iterable[Example] | Callable[[int],
             neg.append(featurize(generator, video, spec_neg, features))
             rows.append({"prompt": spec_pos.prompt, "negative_prompt": spec_neg.prompt,
                          "category": spec_pos.category, "label": spec_pos.label,
+                         "negative_label": spec_neg.label,
                          "label_set": list(spec_pos.label_set), "source": source,
                          "seconds": time.perf_counter() - t0})
             bar.update(1)
@@ -159,17 +174,53 @@ def build_feature_cache(generator, examples: Iterable[Example] | Callable[[int],
     return cache
 
 
+def head_label(model: CVGClassifier, row: dict[str, Any], features: str) -> str:
+    """The label of ``row``'s video that the head reads from the maps of ``features`` ("pos":
+    p+, "neg": p-). Absolute heads: the video's y either way. Relative heads: y read
+    against the words of the prompt the maps were inverted under (p+: ``prompt_label``, the
+    p+ label before any augmentation, else ``label``; p-: ``negative_label``)."""
+    if features not in FEATURES:
+        raise ValueError(f"features={features!r}; accepted: {', '.join(FEATURES)}")
+    category = row["category"]
+    if model.head_types.get(category) != "relative":
+        return row["label"]
+    if "negative_label" not in row:
+        raise ValueError(
+            f"this feature cache's {category} rows have no negative_label: the cache predates "
+            "relative heads (and their K(p): colour words in the slots); rebuild it (delete "
+            "the cache folder) with p- drawn as the permutation of p+'s colours")
+    prompt_label = row.get("prompt_label", row["label"]) if features == "pos" else row["negative_label"]
+    relative = relative_label(category, row["label"], prompt_label)
+    if relative is None:
+        raise ValueError(
+            f"{category}: video label {row['label']!r} has no relative label against the "
+            f"{'p+' if features == 'pos' else 'p-'} label {prompt_label!r}; a relative head "
+            "needs p- = the permutation of p+'s colours (shapes.grammar.negative(..., "
+            "permute_binding=True))")
+    return relative
+
+
+def targets(model: CVGClassifier, rows: list[dict[str, Any]], features: str) -> torch.Tensor:
+    """Head indices of ``head_label`` for each row (one category)."""
+    return torch.tensor([model.label_index(r["category"], head_label(model, r, features))
+                         for r in rows])
+
+
 def dual_cross_entropy(model: CVGClassifier, pos: torch.Tensor, neg: torch.Tensor | None,
                        rows: list[dict[str, Any]]) -> torch.Tensor:
     """L_CE = -log C(phi(z_t, p+))_y - log C(phi(z_t, p-))_y, summed over the steps T,
-    averaged over the batch (one category per batch). ``neg=None`` trains on p+ only."""
+    averaged over the batch (one category per batch). ``neg=None`` trains on p+ only.
+    Relative heads: y is read against each prompt's words (``head_label``): "as_written"
+    for p+, "swapped"/"reversed" for the permuted p-."""
     category = rows[0]["category"]
-    target = torch.tensor([model.label_index(category, r["label"]) for r in rows])
     allowed = rows[0]["label_set"]
     loss = pos.new_zeros(())
+    pairs = [(pos, targets(model, rows, "pos"))]
+    if neg is not None:
+        pairs.append((neg, targets(model, rows, "neg")))
     for slot in range(pos.shape[1]):
         steps = torch.full((len(rows),), slot)
-        for maps in (pos, neg) if neg is not None else (pos,):
+        for maps, target in pairs:
             log_s = model.log_probs(maps[:, slot], steps, category, allowed)
             loss = loss + torch.nn.functional.nll_loss(log_s, target)
     return loss
@@ -191,16 +242,27 @@ def batches_by_prompt_form(rows: list[dict[str, Any]], batch_size: int,
 @torch.no_grad()
 def accuracy(model: CVGClassifier, maps: torch.Tensor, rows: list[dict[str, Any]],
              score: Callable[..., torch.Tensor] | None = None,
-             groups: Callable[[dict[str, Any]], Iterable[str]] | None = None) -> dict[str, float]:
+             groups: Callable[[dict[str, Any]], Iterable[str]] | None = None,
+             features: str | None = None) -> dict[str, float]:
     """Per-category accuracy of the argmax over each prompt's own label set, at every step.
     ``score``: the reading (default ``model.log_probs``); ``groups``: the keys a row counts
-    under (default its category)."""
+    under (default its category). ``features``: "pos" or "neg", the prompt ``maps`` were
+    inverted under (default: the tag of ``FeatureCache.load``'s tensors); relative heads'
+    targets depend on it, so reading them without it is an error."""
     model.eval()
     score = score or model.log_probs
+    features = features or features_of(maps)
+    if features is None:
+        relative = sorted({r["category"] for r in rows
+                           if model.head_types.get(r["category"]) == "relative"})
+        if relative:
+            raise ValueError(f"accuracy of the relative heads {relative} needs features='pos' "
+                             "or 'neg' (which prompt the maps were inverted under)")
+        features = "pos"
     hits: dict[str, list[float]] = {}
     for idx in batches_by_prompt_form(rows, 256, np.random.default_rng(0)):
         sub = [rows[i] for i in idx]
-        target = torch.tensor([model.label_index(r["category"], r["label"]) for r in sub])
+        target = targets(model, sub, features)
         for slot in range(maps.shape[1]):
             log_s = score(maps[idx, slot], torch.full((len(idx),), slot),
                           sub[0]["category"], sub[0]["label_set"])
@@ -255,8 +317,8 @@ def train_classifier(model: CVGClassifier, train: FeatureCache, val: FeatureCach
         entry = {"epoch": epoch, "loss": float(np.mean(losses))}
         if val is not None and (epoch == epochs - 1 or epoch % val_every == val_every - 1):
             vpos, vneg, vrows = val.load()
-            entry["val_acc_pos"] = accuracy(model, vpos, vrows)
-            entry["val_acc_neg"] = accuracy(model, vneg, vrows)
+            entry["val_acc_pos"] = accuracy(model, vpos, vrows, features="pos")
+            entry["val_acc_neg"] = accuracy(model, vneg, vrows, features="neg")
         history.append(entry)
         if log_fn:
             log_fn(entry)

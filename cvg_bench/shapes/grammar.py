@@ -437,23 +437,44 @@ def sample_spec(rng: np.random.Generator, category: str, split: str = "seen") ->
     return spec_of(pool[int(rng.integers(len(pool)))])
 
 
-def negative_labels(spec: PromptSpec, split: str = "all") -> list[str]:
-    """The labels y' != y of ``spec``'s Y whose composition (same entities) is in ``split``."""
+BINDING_CATEGORIES: tuple[str, ...] = ("consistent_attribute_binding", "dynamic_attribute_binding")
+
+
+def permuted(label: str) -> str:
+    """A binding label with its two colours exchanged: "red/blue" -> "blue/red",
+    "red->blue" -> "blue->red"."""
+    sep = "->" if "->" in label else "/"
+    return sep.join(reversed(label.split(sep)))
+
+
+def negative_labels(spec: PromptSpec, split: str = "all", permute_binding: bool = False) -> list[str]:
+    """The labels y' != y of ``spec``'s Y whose composition (same entities) is in ``split``.
+
+    ``permute_binding``: for the two attribute-binding categories, only the permutation of
+    y's colours ("red/blue" -> "blue/red", "red->blue" -> "blue->red"): the p- of a
+    relative head (cvg_bench/cvg/binding.py), the one wrong label whose colour words the
+    prompt's maps still carry. Other categories are unaffected."""
     _check_split(split)
     comp = composition_of(spec)
-    return [y for y in label_set(comp.category, len(comp.objects)) if y != comp.label
+    ys = label_set(comp.category, len(comp.objects))
+    if permute_binding and comp.category in BINDING_CATEGORIES:
+        ys = (permuted(comp.label),)
+    return [y for y in ys if y != comp.label
             and _in_split(Composition(comp.category, comp.objects, y), split)]
 
 
-def negative(spec: PromptSpec, rng: np.random.Generator, split: str = "all") -> PromptSpec | None:
+def negative(spec: PromptSpec, rng: np.random.Generator, split: str = "all",
+             permute_binding: bool = False) -> PromptSpec | None:
     """p-: the same entities (K(p) words) with a label y' != y drawn uniformly from those of
     Y whose composition is in ``split``; None when there is none (e.g. a seen red circle on
     the left has no seen alternative: every other relation of it is held out).
+    ``permute_binding``: attribute binding's y' is the permutation of y's colours (see
+    :func:`negative_labels`; one rng draw as always).
 
     With ``split="all"`` a negative of a seen prompt may be a held-out composition (the rng
     draws are the same as before ``split`` existed).
     """
-    others = negative_labels(spec, split)
+    others = negative_labels(spec, split, permute_binding)
     if not others:
         return None
     comp = composition_of(spec)
