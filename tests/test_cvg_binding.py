@@ -409,15 +409,13 @@ def test_cvg_guides_a_relative_head_towards_as_written(gen, tmp_path, prompt):
 
 def test_classifier_pipeline_trains_relative_binding_heads(tmp_path, monkeypatch):
     """`train component=classifier` on the binding categories with the config's relative
-    heads, p- drawn as the permutation (the pipeline's draw is patched to ask for it)."""
-    import functools
-
+    heads, p- drawn as the permutation; the held-out evaluation's p+ are held-out compositions
+    (their swaps never are, so its p- come from any split)."""
     from omegaconf import OmegaConf
 
     from cvg_bench.cvg.pipeline import train_cvg_classifier
     from cvg_bench.generators.tiny import TEST_CONFIG, TinyGenerator
 
-    monkeypatch.setattr(grammar, "negative", functools.partial(grammar.negative, permute_binding=True))
     gen_dir = tmp_path / "gen"
     TinyGenerator.random(TEST_CONFIG).pipe.save_pretrained(gen_dir)
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/component/classifier.yaml")
@@ -429,17 +427,20 @@ def test_classifier_pipeline_trains_relative_binding_heads(tmp_path, monkeypatch
     cfg.backbone = {"name": "none"}
     cfg.compare_without_dual, cfg.compare_backbone_none = False, False
     cfg.aggregator = {"d_model": 16, "depth": 1}
-    # heldout_eval 0: no held-out binding composition has a held-out permutation (p- too)
     cfg.data = {"train": 4, "val": 4, "split": "seen", "synthetic_fraction": 0.0, "shard_size": 4,
-                "heldout_eval": 0, "render": {"frames": 4, "size": 16}}
+                "heldout_eval": 4, "render": {"frames": 4, "size": 16}}
     cfg.optim = {"epochs": 1, "batch_size": 4, "lr": 1e-3}
     cfg.cache_dir, cfg.out = str(tmp_path / "cache"), str(tmp_path / "clf")
     cfg.ablations_out = str(tmp_path / "ablations")
     report = train_cvg_classifier(cfg)
     rows = FeatureCache(Path(report["cache"]) / "train").load()[2]
     assert {r["category"] for r in rows} == set(BINDING)
-    for r in rows:
+    held = FeatureCache(Path(report["cache"]) / "heldout").load()[2]
+    for r in rows + held:
         assert r["negative_label"] == permuted_label(r["category"], r["label"])
+    assert all(grammar.is_heldout(grammar.parse(r["prompt"])) for r in held)
+    assert not any(grammar.is_heldout(grammar.parse(r[k])) for r in rows for k in ("prompt", "negative_prompt"))
+    assert report["dual"]["n_heldout"] == 4
     for category in BINDING:
         assert 0.0 <= report["dual"]["val_acc_pos"][category] <= 1.0
     clf = CVGClassifier.load(tmp_path / "clf")

@@ -65,7 +65,8 @@ def _draw(generator, rng: np.random.Generator, category: str, split: str, video_
     synthetic video shows no single composition of Y by the labeller, when the labeller's
     composition is outside ``split``, or when no wrong label keeps p- inside ``split``: with
     ``split=seen`` no held-out composition enters the data as p+ or as p-."""
-    from cvg_bench.shapes.grammar import Composition, composition_of, is_heldout, negative, sample_spec, spec_of
+    from cvg_bench.shapes.grammar import (BINDING_CATEGORIES, Composition, composition_of, is_heldout,
+                                         negative, sample_spec, spec_of)
     from cvg_bench.shapes.render import render
 
     spec = sample_spec(rng, category, split)
@@ -81,7 +82,10 @@ def _draw(generator, rng: np.random.Generator, category: str, split: str, video_
         spec = spec_of(Composition(comp.category, comp.objects, label))
         if split != "all" and is_heldout(spec) != (split == "heldout"):
             return None
-    neg = negative(spec, rng, split)
+    # binding p- is the colour swap (relative heads, docs/cvg-categories.md); no held-out
+    # binding composition has a held-out swap, so the held-out evaluation takes it from any split
+    neg_split = "all" if split == "heldout" and spec.category in BINDING_CATEGORIES else split
+    neg = negative(spec, rng, neg_split, permute_binding=True)
     if neg is None:
         return None
     return video, spec, neg, source
@@ -398,8 +402,8 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
                                   checkpoint=checkpoint_path(cfg, cache_root, key, backbone, heads),
                                   **OmegaConf.to_container(cfg.optim))
         report[key] = {"backbone": backbone.get("name"), "dual": dual,
-                       "val_acc_pos": accuracy(model, vpos, vrows),
-                       "val_acc_neg": accuracy(model, vneg, vrows),
+                       "val_acc_pos": accuracy(model, vpos, vrows, features="pos"),
+                       "val_acc_neg": accuracy(model, vneg, vrows, features="neg"),
                        **heldout_accuracy(model, caches.get("heldout")),
                        "final_loss": result["history"][-1]["loss"], "history": result["history"]}
         model.save(Path(cfg.out) if key == "dual" else Path(cfg.ablations_out) / key)
@@ -423,8 +427,8 @@ def heldout_accuracy(model, cache: FeatureCache | None) -> dict[str, Any]:
     if cache is None:
         return {}
     hpos, hneg, hrows = cache.load()
-    return {"heldout_acc_pos": accuracy(model, hpos, hrows),
-            "heldout_acc_neg": accuracy(model, hneg, hrows), "n_heldout": len(hrows)}
+    return {"heldout_acc_pos": accuracy(model, hpos, hrows, features="pos"),
+            "heldout_acc_neg": accuracy(model, hneg, hrows, features="neg"), "n_heldout": len(hrows)}
 
 
 def generator_identity(cfg: DictConfig, generator) -> dict[str, str]:
@@ -516,6 +520,8 @@ def cache_name(cfg: DictConfig, generator_version: str, features: FeatureSpec,
         data["folder_digest"] = folder_digest(data.get("folder"))
         data["val_folder_digest"] = folder_digest(data.get("val_folder"))
     key = {"features": features.to_dict(), "categories": categories, "seed": int(cfg.seed),
+           **({"kp": "binding-v2"} if set(categories) & {"consistent_attribute_binding",
+                                                         "dynamic_attribute_binding"} else {}),
            "data": {k: v for k, v in data.items() if k not in ("train", "val", "heldout_eval")}}
     return safe_name(f"{generator_version}__{config_hash(key)}")
 
