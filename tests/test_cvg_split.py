@@ -141,3 +141,19 @@ def test_grammar_negative_keeps_the_split_and_the_old_draws_for_all():
     red_left = grammar.parse("a red circle on the left of a blue square")
     assert grammar.negative_labels(red_left, "seen") == [] and grammar.negative(
         red_left, np.random.default_rng(0), "seen") is None
+
+
+def test_categories_the_labeller_cannot_label_stay_rendered(monkeypatch, caplog):
+    class SpatialOnly(AnyLabeller):
+        categories = ("spatial_relationships",)
+
+    labeller = SpatialOnly()
+    monkeypatch.setattr(pipeline, "build_labeller", lambda _cfg: labeller)
+    cfg = default_cfg("component.data.synthetic_fraction=1.0")
+    with caplog.at_level("INFO"):
+        stream = pipeline.example_source(cfg, RenderingGenerator(), list(grammar.CATEGORIES), 0)
+    examples = [next(stream) for _ in range(28)]
+    sources = {(spec.category, src) for _, spec, _, src in examples}
+    assert sources == {(c, "synthetic" if c == "spatial_relationships" else "real")
+                       for c in grammar.CATEGORIES}
+    assert "cannot label" in caplog.text and "generative_numeracy" in caplog.text

@@ -70,6 +70,8 @@ def _draw(generator, rng: np.random.Generator, category: str, split: str, video_
     from cvg_bench.shapes.render import render
 
     spec = sample_spec(rng, category, split)
+    if labeller is not None and labeller.categories and category not in labeller.categories:
+        synthetic_fraction = 0.0  # a category the labeller cannot label: rendered videos only
     source = "synthetic" if rng.random() < synthetic_fraction else "real"
     if source == "real":
         video = render(spec, seed=video_seed, cfg=render_cfg)
@@ -147,6 +149,17 @@ def indexed_example(generator, categories: list[str], split: str, seed: int,
                        f"no single composition of Y, or outside split={split!r}, or with no p- in it)")
 
 
+def log_render_only(labeller, categories: list[str]) -> list[str]:
+    """The categories whose synthetic share stays rendered (the labeller cannot label them)."""
+    if labeller is None or not labeller.categories:
+        return []
+    only = [c for c in categories if c not in labeller.categories]
+    if only:
+        log.info("labeller %s cannot label %s: their training videos are all rendered (it "
+                 "labels %s)", labeller.version(), ", ".join(only), ", ".join(labeller.categories))
+    return only
+
+
 def render_labeller(cfg: DictConfig):
     """The labeller of the render source's synthetic share (None when it has none)."""
     if float(cfg.data.get("synthetic_fraction", 0.0)) <= 0:
@@ -168,8 +181,7 @@ def example_source(cfg: DictConfig, generator, categories: list[str], seed: int,
     if stream not in STREAMS:
         raise ValueError(f"data.stream={stream!r}; accepted: {', '.join(STREAMS)}")
     labeller = render_labeller(cfg)
-    if labeller is not None:
-        labeller.check_categories(categories)
+    log_render_only(labeller, categories)
     args = (generator, categories, cfg.data.split, int(seed), float(cfg.data.synthetic_fraction),
             OmegaConf.to_container(cfg.data.render, resolve=True))
     if stream == "sequential":
@@ -189,8 +201,7 @@ class DataSources:
         self.skipped: list[dict[str, str]] = []
         self.folders: dict[str, dict[str, FolderSource]] = {}
         self.render_labeller = render_labeller(cfg) if "render" in self.weights else None
-        if self.render_labeller is not None:
-            self.render_labeller.check_categories(categories)
+        log_render_only(self.render_labeller, categories)
 
     def generate(self, task: int = 0, tasks: int = 1) -> dict[str, Any]:
         """Sample + label this task's share of ``data.generate`` into its folder."""
