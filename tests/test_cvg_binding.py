@@ -446,3 +446,54 @@ def test_classifier_pipeline_trains_relative_binding_heads(tmp_path, monkeypatch
     clf = CVGClassifier.load(tmp_path / "clf")
     assert clf.head_types == {c: "relative" for c in BINDING}
     assert clf.label_sets[DYNAMIC] == ["as_written", "reversed"]
+
+
+SEVEN = {"spatial_relationships": "a green circle on the left of a blue square",
+         "motion_binding": "a red circle moving left and a blue square moving up",
+         "action_binding": "a red circle growing and a blue square shrinking",
+         "object_interactions": "a red circle approaching a blue square",
+         "generative_numeracy": "two red circles and one blue square",
+         CONSISTENT: "a red circle and a blue square",
+         DYNAMIC: "a square changing from green to red"}
+
+
+def test_one_classifier_guides_all_seven_categories(gen, tmp_path):
+    """Heads for every shapes category with the config's head types: each prompt's K(p) fills
+    its slots, the target is the prompt's own label (as_written for binding), and one guided
+    step lowers -log s_t[y] on a random classifier."""
+    from omegaconf import OmegaConf
+
+    from cvg_bench import registry
+    from cvg_bench.cvg.pipeline import _union_labels
+    from cvg_bench.generators.base import StepContext
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/component/classifier.yaml")
+    assert set(SEVEN) == set(grammar.CATEGORIES)
+    features = FeatureSpec(steps=(0, 1), layers=tuple(gen.attention_layers()), heads=(0, 1),
+                           num_inference_steps=STEPS, map_size=8, max_entities=2)
+    torch.manual_seed(0)
+    folder = CVGClassifier(features, {c: _union_labels(c, label_set) for c in SEVEN}, {"name": "none"},
+                           num_layer_heads=2, frames=4,
+                           head_types=dict(OmegaConf.to_container(cfg.head_types))).save(tmp_path / "clf")
+    method = registry.build("method", {"name": "cvg", "classifier": str(folder),
+                                       "guided_steps": 1, "eta": 0.05})
+    assert set(method.supported_categories) == set(SEVEN)
+    t = gen.timesteps()[0]
+    for category, prompt in SEVEN.items():
+        spec = parse(prompt)
+        assert spec.category == category
+        state = method.prepare(gen, spec)
+        want = AS_WRITTEN if category in BINDING else spec.label
+        assert method.classifier.label_sets[category][state["target"]] == want, category
+        ctx = StepContext(0, STEPS, torch.tensor(t), gen.initial_latents(0), spec,
+                          run_attention=lambda z, sel=None, s=spec: gen.capture(z, t, s, sel))
+
+        def energy(latents):
+            with torch.no_grad():
+                attn = ctx.run_attention(latents, state["selection"])
+                assert entity_maps(attn, state["tokens"], features)[1].tolist() == [True, True], category
+                return float(method.energy(attn, state, ctx))
+
+        before = energy(ctx.latents)
+        after = energy(method.make_hook(gen, spec)(ctx))
+        assert np.isfinite(before) and after < before, (category, before, after)
