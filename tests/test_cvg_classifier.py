@@ -238,6 +238,8 @@ def test_classifier_pipeline_end_to_end_on_a_random_tiny_generator(tmp_path):
     assert not any(is_heldout(parse(r[k])) for r in seen for k in ("prompt", "negative_prompt"))
     assert report["val_sources"] == {"real": 2, "synthetic": 0}
     clf = CVGClassifier.load(tmp_path / "clf")
+    assert clf.meta["data"] == {"sources": {"render": 1.0}, "split": "seen", "synthetic_fraction": 0.0,
+                                "labeller": None, "folder": None}
     assert clf.meta["variant"] == "dual" and clf.features.layers == tuple(
         TinyGenerator.random(TEST_CONFIG).attention_layers())
     assert CVGClassifier.load(tmp_path / "ablations" / "backbone_none").backbone_cfg["name"] == "none"

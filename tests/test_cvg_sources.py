@@ -174,6 +174,7 @@ def test_render_mixed_with_a_folder_trains(tmp_path, tiny_dir):
     mixed.data.update({"source": {"render": 0.5, "folder": 0.5}, "folder": str(tmp_path / "real")})
     report = train_cvg_classifier(mixed)
     assert report["sources"] == {"folder": 0.5, "render": 0.5}
+    assert report["data"]["folder"] == str(tmp_path / "real") and report["data"]["split"] == mixed.data.split
     assert report["val_sources"]["real"] == 4  # 2 held-out folder videos + 2 rendered
     mixed.data.train = 9  # 4.5 -> 5 folder videos, but only 4 remain after the held-out 2
     with pytest.raises(ValueError, match=r"data.train=9 takes 5 train videos from the folder "

@@ -391,7 +391,7 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     probe = vpos
     identity = generator_identity(cfg, generator)
     report: dict[str, Any] = {"features": features.to_dict(), "generator": generator.version(),
-                              **identity, "sources": weights,
+                              **identity, "sources": weights, "data": data_provenance(cfg, weights),
                               "skipped_prompts": data.skipped if data is not None else [],
                               "generated": generated,
                               "categories": categories, "cache": str(cache_root),
@@ -407,7 +407,7 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
                               aggregator=OmegaConf.to_container(cfg.aggregator),
                               head_types=heads,
                               meta={"generator": generator.version(), **identity, "dual": dual,
-                                    "variant": key})
+                                    "variant": key, "data": data_provenance(cfg, weights)})
         result = train_classifier(model, caches["train"], caches["val"], dual=dual,
                                   seed=int(cfg.seed),
                                   checkpoint=checkpoint_path(cfg, cache_root, key, backbone, heads),
@@ -423,6 +423,18 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     log.info("classifier report: %s", json.dumps({k: v for k, v in report.items()
                                                    if not isinstance(v, dict) or "history" not in v}, indent=1))
     return report
+
+
+def data_provenance(cfg: DictConfig, weights: dict[str, float]) -> dict[str, Any]:
+    """What made the classifier's training data (saved with it; a table row can name it):
+    the sources, the split, and the labeller of generated videos (None when there are none)."""
+    generated = "generate" in weights or ("render" in weights and
+                                          float(cfg.data.get("synthetic_fraction", 0.0)) > 0)
+    labeller = OmegaConf.to_container(cfg.data.get("labeller") or DEFAULT_LABELLER, resolve=True) \
+        if generated else None
+    return {"sources": weights, "split": str(cfg.data.get("split", "all")),
+            "synthetic_fraction": float(cfg.data.get("synthetic_fraction", 0.0)),
+            "labeller": labeller, "folder": cfg.data.get("folder")}
 
 
 def heldout_eval_cfg(cfg: DictConfig) -> DictConfig:
