@@ -306,9 +306,16 @@ def _page(title: str, body: list[str]) -> str:
         *body, "</body>", "</html>", ""])
 
 
+def _shown(path: Path | str) -> str:
+    """A path as the page shows it: relative to the working directory when under it (a page
+    committed with its results names no machine's folders)."""
+    rel = os.path.relpath(Path(path).resolve(), Path.cwd().resolve())
+    return str(path) if rel.startswith("..") else rel
+
+
 def _stamp(sources: list[Path | str]) -> str:
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return (f'<p class="muted">records from {_e(", ".join(map(str, sources)))}; '
+    return (f'<p class="muted">records from {_e(", ".join(map(_shown, sources)))}; '
             f"written {_e(date)} by <code>python -m cvg_bench report</code></p>")
 
 

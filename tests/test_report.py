@@ -262,3 +262,13 @@ def test_benchmark_page_shows_a_contact_sheet(report):
     assert sheet.is_file() and 'src="bench_contact_sheet.png"' in page
     width, height = Image.open(sheet).size
     assert width > 2 * 100 and height > 3 * 16  # 2 runs (vanilla, cvg) x 3 (prompt, seed) rows
+
+
+def test_the_page_names_results_under_the_working_directory_relatively(tmp_path, monkeypatch):
+    from cvg_bench.report import _shown, _stamp
+
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "results" / "runs" / "shapes"
+    assert _shown(inside) == "results/runs/shapes" and _shown("results/x") == "results/x"
+    assert _shown("/elsewhere/runs") == "/elsewhere/runs"
+    assert str(tmp_path) not in _stamp([inside])
