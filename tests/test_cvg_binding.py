@@ -411,27 +411,18 @@ def test_classifier_pipeline_trains_relative_binding_heads(tmp_path, monkeypatch
     """`train component=classifier` on the binding categories with the config's relative
     heads, p- drawn as the permutation; the held-out evaluation's p+ are held-out compositions
     (their swaps never are, so its p- come from any split)."""
-    from omegaconf import OmegaConf
+    from test_cvg_sources import tiny_cfg
 
     from cvg_bench.cvg.pipeline import train_cvg_classifier
     from cvg_bench.generators.tiny import TEST_CONFIG, TinyGenerator
 
     gen_dir = tmp_path / "gen"
     TinyGenerator.random(TEST_CONFIG).pipe.save_pretrained(gen_dir)
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/component/classifier.yaml")
+    cfg = tiny_cfg(tmp_path, gen_dir, "binding")
     assert {cfg.head_types[c] for c in BINDING} == {"relative"}
-    cfg.generator = {"name": "tiny", "path": str(gen_dir), "num_frames": 4, "height": 16,
-                     "width": 16, "num_inference_steps": 3}
-    cfg.features.heads = [0, 1]
     cfg.categories = list(BINDING)
-    cfg.backbone = {"name": "none"}
-    cfg.compare_without_dual, cfg.compare_backbone_none = False, False
-    cfg.aggregator = {"d_model": 16, "depth": 1}
-    cfg.data = {"train": 4, "val": 4, "split": "seen", "synthetic_fraction": 0.0, "shard_size": 4,
-                "heldout_eval": 4, "render": {"frames": 4, "size": 16}}
+    cfg.data.update({"train": 4, "val": 4, "split": "seen", "shard_size": 4, "heldout_eval": 4})
     cfg.optim = {"epochs": 1, "batch_size": 4, "lr": 1e-3}
-    cfg.cache_dir, cfg.out = str(tmp_path / "cache"), str(tmp_path / "clf")
-    cfg.ablations_out = str(tmp_path / "ablations")
     report = train_cvg_classifier(cfg)
     rows = FeatureCache(Path(report["cache"]) / "train").load()[2]
     assert {r["category"] for r in rows} == set(BINDING)
@@ -443,7 +434,7 @@ def test_classifier_pipeline_trains_relative_binding_heads(tmp_path, monkeypatch
     assert report["dual"]["n_heldout"] == 4
     for category in BINDING:
         assert 0.0 <= report["dual"]["val_acc_pos"][category] <= 1.0
-    clf = CVGClassifier.load(tmp_path / "clf")
+    clf = CVGClassifier.load(cfg.out)
     assert clf.head_types == {c: "relative" for c in BINDING}
     assert clf.label_sets[DYNAMIC] == ["as_written", "reversed"]
 
