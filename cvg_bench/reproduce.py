@@ -22,6 +22,7 @@ under ``<work_dir>/<name>-<protocol hash>/``: another protocol never mixes its s
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ SPLITS = ("seen", "heldout", "all")
 SECONDS_PER_VIDEO = {"vanilla": 6.0, "guided": 7.5}
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _VALUE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_FIXED_VALUE = re.compile(r"^[A-Za-z0-9_.+/-]+$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +85,16 @@ def check_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
             if bad:
                 raise ValueError(f"protocol.methods.{name}.grid.{key} has values {bad} that are "
                                  "not plain numbers or names")
+        for key, value in ((spec or {}).get("fixed") or {}).items():
+            if not _KEY.match(str(key)):
+                raise ValueError(f"protocol.methods.{name}.fixed key {key!r} is not a config key")
+            text = str(value)
+            if (not _FIXED_VALUE.match(text) or text.startswith("/")
+                    or ".." in text.split("/")):
+                raise ValueError(f"protocol.methods.{name}.fixed.{key} is {value!r}; accepted: a "
+                                 "plain number, name or relative path (no '..', not absolute)")
+            if key in ((spec or {}).get("grid") or {}):
+                raise ValueError(f"protocol.methods.{name}: {key!r} is both fixed and in the grid")
     for split in ("tune", "report"):
         s = protocol[split]
         if s.get("split") not in SPLITS:
@@ -195,6 +207,11 @@ def _common(protocol: dict[str, Any], split: dict[str, Any], cats: list[str], re
     return head, tail
 
 
+def fixed_overrides(spec: dict[str, Any]) -> list[str]:
+    """A method's ``fixed`` settings (the same in every run of it, e.g. its classifier)."""
+    return [f"method.{k}={v}" for k, v in (spec.get("fixed") or {}).items()]
+
+
 def tune_steps(protocol: dict[str, Any], folder: Path, launcher: str | None = None) -> list[Step]:
     base = protocol["baseline"]
     head, tail = _common(protocol, protocol["tune"], baseline_categories(protocol), folder, launcher, False)
@@ -202,7 +219,7 @@ def tune_steps(protocol: dict[str, Any], folder: Path, launcher: str | None = No
     for name, spec in protocol["methods"].items():
         head, tail = _common(protocol, protocol["tune"], spec["categories"], folder, launcher, True)
         grid = [f"method.{k}={','.join(map(str, v))}" for k, v in (spec.get("grid") or {}).items()]
-        steps.append(Step("tune", name, [*head, f"method={name}", *grid, *tail],
+        steps.append(Step("tune", name, [*head, f"method={name}", *fixed_overrides(spec), *grid, *tail],
                           grid_size(spec) * len(spec["categories"])))
     return steps
 
@@ -216,8 +233,70 @@ def report_steps(protocol: dict[str, Any], folder: Path, chosen: dict[str, list[
     for name, spec in protocol["methods"].items():
         head, tail = _common(protocol, protocol["report"], spec["categories"], folder, launcher, False)
         over = chosen[name] if chosen is not None else [f"<chosen-setting-of-{name}>"]
-        steps.append(Step("report", name, [*head, f"method={name}", *over, *tail], len(spec["categories"])))
+        steps.append(Step("report", name, [*head, f"method={name}", *fixed_overrides(spec), *over, *tail],
+                          len(spec["categories"])))
     return steps
+
+
+def step_runs(step: Step) -> list[list[str]]:
+    """The overrides of each run a step launches: its ``method.*`` sweep expanded, without the
+    command, ``-m`` and the launcher."""
+    base: list[str] = []
+    sweeps: list[list[str]] = []
+    for arg in step.args[1:]:
+        if arg == "-m" or arg.startswith("hydra/launcher="):
+            continue
+        key, _, value = arg.partition("=")
+        if key.startswith("method.") and "," in value and not value.startswith("["):
+            sweeps.append([f"{key}={v}" for v in value.split(",")])
+        else:
+            base.append(arg)
+    return [base + list(combo) for combo in itertools.product(*sweeps)]
+
+
+def run_folder_of(overrides: list[str]) -> Path:
+    """The run folder ``python -m cvg_bench run <overrides>`` writes to (the same composition
+    and hash as the run itself)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cvg_bench.config import CONFIG_MODULE, register_schemas
+    from cvg_bench.records import RunStore
+    from cvg_bench.run import run_identity
+
+    register_schemas()
+    if GlobalHydra.instance().is_initialized():  # inside the reproduce app: its search path
+        cfg = compose(config_name="run", overrides=overrides)
+    else:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name="run", overrides=overrides)
+    return RunStore(cfg.results_dir, cfg.benchmark.name, cfg.method.name, cfg.generator.name,
+                    config_hash(run_identity(cfg))).root
+
+
+def reuse_runs(steps: list[Step], stage_dir: Path, sources: list[Path], root: Path | str) -> list[str]:
+    """Copy into this protocol's folder each run a step will launch whose identical run (same
+    method, settings, generator, benchmark and scorers: the same run hash) another protocol's
+    work folder already holds, so that its finished samples are skipped, not remade. The run
+    still checks each copied record's video (size, sha256) and its method's weights version.
+    Returns the copied folders."""
+    import shutil
+
+    copied = []
+    for step in steps:
+        for overrides in step_runs(step):
+            dest = run_folder_of(overrides)
+            if dest.exists():
+                continue
+            rel = dest.relative_to(stage_dir)
+            for src in sources:
+                cand = confined(src / stage_dir.name / rel, root, "reuse")
+                if (cand / "manifest.json").is_file():
+                    shutil.copytree(cand, dest, ignore=shutil.ignore_patterns("locks", "*.tmp*"))
+                    copied.append(f"{cand} -> {dest}")
+                    print(f"reused {cand} -> {dest}", flush=True)
+                    break
+    return copied
 
 
 def run_step(step: Step) -> None:
@@ -551,8 +630,9 @@ def _link_sheet_in_report(report_index: Path, sheet: Path) -> None:
 
 def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = "results/reference_runs",
               out_dir: str | None = None, launcher: str | None = None,
-              dry_run: bool = False, jobs: int = 1) -> dict[str, Any]:
-    """Tune -> select -> report -> tables, records, contact sheet, HTML report. Returns paths."""
+              dry_run: bool = False, jobs: int = 1, reuse: list[str] | None = None) -> dict[str, Any]:
+    """Tune -> select -> report -> tables, records, contact sheet, HTML report. Returns paths.
+    ``reuse``: earlier protocols' work folders whose identical runs are copied, not remade."""
     from cvg_bench.leaderboard import load_records
     from cvg_bench.records import RunStore
     from cvg_bench.select import choose_within_validity, run_settings
@@ -574,6 +654,12 @@ def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = 
         for step in steps + report_steps(protocol, report_dir, None, launcher):
             print(step.line())
         return {"protocol": prov, "cost": c}
+    sources = [confined(r, root, "reuse") for r in (reuse or [])]
+    lacking = [str(r) for r in sources if not r.is_dir()]
+    if lacking:
+        raise FileNotFoundError(f"reuse folder(s) not found: {', '.join(lacking)} (give earlier "
+                                f"protocols' work folders, <work_dir>/<name>-<hash>)")
+    reused = reuse_runs(steps, tune_dir, sources, root) if sources else []
     run_steps(steps, jobs, work / "logs")
 
     sel = protocol["selection"]
@@ -591,7 +677,13 @@ def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = 
     if missing:
         raise ValueError(f"no scored tuning record for {', '.join(missing)}: see the tuning runs under {tune_dir}")
     overrides = {m: chosen["methods"][m]["overrides"] for m in protocol["methods"]}
-    run_steps(report_steps(protocol, report_dir, overrides, launcher), jobs, work / "logs")
+    steps = report_steps(protocol, report_dir, overrides, launcher)
+    reused += reuse_runs(steps, report_dir, sources, root) if sources else []
+    if reused:  # every run copied into this folder, over every invocation
+        log_path = work / "reused.json"
+        before = json.loads(log_path.read_text()) if log_path.is_file() else []
+        atomic_write_text(log_path, json.dumps(before + reused, indent=1) + "\n")
+    run_steps(steps, jobs, work / "logs")
 
     report_runs = {protocol["baseline"]: chosen["methods"][protocol["baseline"]]["best"],
                    **{m: chosen["methods"][m]["best"] for m in protocol["methods"]}}
@@ -644,5 +736,6 @@ def main(cfg) -> int:
     reproduce(protocol, root=str(cfg.root), work_dir=str(cfg.work_dir),
               out_dir=None if cfg.out_dir is None else str(cfg.out_dir),
               launcher=None if cfg.launcher is None else str(cfg.launcher),
-              dry_run=bool(cfg.dry_run), jobs=int(cfg.jobs))
+              dry_run=bool(cfg.dry_run), jobs=int(cfg.jobs),
+              reuse=[str(r) for r in (cfg.get("reuse") or [])])
     return 0

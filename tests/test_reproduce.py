@@ -123,6 +123,9 @@ def test_shipped_protocol_checks_and_its_cost_is_the_one_in_its_header():
     ("selection.rule", "best", "protocol.selection.rule is 'best'; accepted: validity_constrained"),
     ("report.split", "test", "protocol.report.split is 'test'; accepted: seen, heldout, all"),
     ("tune.seeds", [], "protocol.tune.seeds must be a non-empty list of integers"),
+    ("methods.layout_energy.fixed", {"eta": 0.1}, "'eta' is both fixed and in the grid"),
+    ("methods.layout_energy.fixed", {"classifier": "../elsewhere"},
+     "fixed.classifier is '../elsewhere'; accepted: a plain number, name or relative path"),
 ])
 def test_bad_protocol_values_are_named(path, value, message):
     protocol = copy.deepcopy(MICRO)
@@ -209,6 +212,35 @@ def test_micro_protocol_end_to_end_then_resume(tmp_path: Path, capfd):
     assert "thread(s), log" in log
     assert _samples(tmp_path / "runs") == before
     assert re.findall(r"samples done: (\d+)", log) and set(re.findall(r"samples done: (\d+)", log)) == {"0"}
+
+    # the run folder each step will write is computed exactly as the run computes it
+    from cvg_bench.reproduce import run_folder_of, step_runs, tune_steps
+
+    work = next((tmp_path / "runs").glob("micro-*"))
+    expected = {run_folder_of(o) for st in tune_steps(MICRO, work / "tune") for o in step_runs(st)}
+    assert expected == {p.parent for p in (work / "tune").glob("shapes/*/manifest.json")}
+
+    # another protocol (layout_energy with a fixed setting) reuses the identical vanilla runs
+    # and remakes only what changed
+    other = copy.deepcopy(MICRO)
+    other["methods"]["layout_energy"]["fixed"] = {"max_grad_norm": 2.0}
+    reproduce(copy.deepcopy(other), root=tmp_path, work_dir="runs", out_dir="out2",
+              reuse=[str(work.relative_to(tmp_path))])
+    log = capfd.readouterr().out
+    work2 = tmp_path / "runs" / f"micro-{protocol_hash(other)}"
+    reused = json.loads((work2 / "reused.json").read_text())
+    assert len(reused) == 2 and all("vanilla__tiny__" in r for r in reused)  # tune + report
+    assert "method.max_grad_norm=2.0" in log
+    assert re.findall(r"samples done: (\d+)", log) == ["0", "1", "1", "0", "1"]  # vanilla copied
+    le = {p.parent.name for p in work2.glob("*/shapes/layout_energy*/manifest.json")}
+    assert le and le.isdisjoint({p.parent.name for p in work.glob("*/shapes/layout_energy*/manifest.json")})
+    t1 = pd.read_csv(tmp_path / "out" / "table_heldout.csv").set_index("method")
+    t2 = pd.read_csv(tmp_path / "out2" / "table_heldout.csv").set_index("method")
+    assert t1.loc["vanilla", "run_hash"] == t2.loc["vanilla", "run_hash"]
+    assert t1.loc["vanilla", "overall"] == t2.loc["vanilla", "overall"]
+    with pytest.raises(FileNotFoundError, match="reuse folder"):
+        reproduce(copy.deepcopy(other), root=tmp_path, work_dir="runs", out_dir="out2",
+                  reuse=["runs/nothing-here"])
 
 
 def test_parallel_steps_name_each_failure_and_its_log(tmp_path: Path):
