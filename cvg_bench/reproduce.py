@@ -529,8 +529,41 @@ def title(split: str, prov: dict[str, Any], headline: str) -> str:
     return f"shapes `{split}` split, {headline} (mean ± s.e. over seeds) — {prov['note']}"
 
 
+def training_data(run_dirs: dict[str, Path]) -> dict[str, Any]:
+    """method -> what its learned parts were trained on (the run manifest's
+    ``method_training_data``), for each method that learned something."""
+    out = {}
+    for method, folder in run_dirs.items():
+        path = Path(folder) / "manifest.json"
+        info = json.loads(path.read_text()).get("method_training_data") if path.is_file() else None
+        if info:
+            out[method] = info
+    return out
+
+
+def describe_training_data(method: str, info: dict[str, Any]) -> str:
+    """One line naming a learned method's weights and who labelled their data."""
+    head = f"{method}: {info.get('classifier') or 'weights'}"
+    bits = [b for b in (info.get("variant"), f"backbone {info['backbone']}" if info.get("backbone") else None) if b]
+    if bits:
+        head += f" ({', '.join(bits)})"
+    data = info.get("data")
+    if not isinstance(data, dict):
+        return f"{head}; training data unrecorded (trained before its provenance was saved)"
+    sources = ", ".join(f"{k} {v:g}" for k, v in (data.get("sources") or {}).items())
+    labeller = data.get("labeller")
+    who = (f"generated videos labelled by the `{labeller.get('name', labeller)}` labeller"
+           if isinstance(labeller, dict) else
+           f"generated videos labelled by {labeller}" if labeller else "no generated videos")
+    frac = data.get("synthetic_fraction")
+    share = f" ({frac:g} of the render stream)" if "render" in (data.get("sources") or {}) and frac else ""
+    return (f"{head}; data: {sources}, compositions `{data.get('split')}`, rendered videos "
+            f"labelled by construction, {who}{share}")
+
+
 def write_table(table: pd.DataFrame, out: Path, stem: str, heading: str,
-                prov: dict[str, Any], extra: dict[str, Any]) -> dict[str, Path]:
+                prov: dict[str, Any], extra: dict[str, Any],
+                notes: list[str] | None = None) -> dict[str, Path]:
     from cvg_bench.leaderboard import latex_escape
 
     cells = display(table)
@@ -539,14 +572,17 @@ def write_table(table: pd.DataFrame, out: Path, stem: str, heading: str,
               "per-prompt wins/ties/losses (mean over seeds), p: exact two-sided sign test.")
     paths = {k: out / f"{safe_name(stem)}.{k}" for k in ("csv", "md", "tex", "json")}
     atomic_write_text(paths["csv"], table.reset_index().to_csv(index=False))
+    tail = "".join(f"\n- {n}" for n in notes or [])
     atomic_write_text(paths["md"], f"## {heading}\n\n{legend}\n\n"
-                      + cells.to_markdown(index=False, disable_numparse=True) + "\n")
+                      + cells.to_markdown(index=False, disable_numparse=True) + "\n"
+                      + (f"\nTrained parts:{tail}\n" if tail else ""))
     tex = [f"% {heading}", rf"\begin{{tabular}}{{{'l' * cells.shape[1]}}}", r"\toprule",
            " & ".join(latex_escape(str(c)) for c in cells.columns) + r" \\", r"\midrule",
            *(" & ".join(latex_escape(str(v)).replace("±", r"$\pm$").replace("×", r"$\times$")
                         .replace("Δ", r"$\Delta$") for v in row) + r" \\"
              for row in cells.itertuples(index=False)),
-           r"\bottomrule", r"\end{tabular}", rf"% caption: {latex_escape(heading)}"]
+           r"\bottomrule", r"\end{tabular}", rf"% caption: {latex_escape(heading)}",
+           *(f"% trained: {latex_escape(n)}" for n in notes or [])]
     atomic_write_text(paths["tex"], "\n".join(tex).replace("Δ", r"$\Delta$")
                       .replace("×", r"$\times$").replace("±", r"$\pm$") + "\n")
     rows = table.reset_index().astype(object)
@@ -701,9 +737,13 @@ def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = 
         rec_path = export_records(df, out / f"records_{safe_name(split)}.jsonl.gz")
         table = table_from_records(rec_path, protocol["headline"], protocol["validity"], protocol["baseline"])
         heading = title(split, prov, protocol["headline"])
+        trained = training_data(dirs[stage])
         extra = {"split": split, "records": rec_path.name, "chosen": report_runs,
-                 "recompute": f"cvg_bench.reproduce.table_from_records('{rec_path.name}')"}
-        result["tables"][split] = write_table(table, out, f"table_{split}", heading, prov, extra)
+                 "recompute": f"cvg_bench.reproduce.table_from_records('{rec_path.name}')",
+                 "training_data": trained}
+        result["tables"][split] = write_table(
+            table, out, f"table_{split}", heading, prov, extra,
+            [describe_training_data(m, info) for m, info in trained.items()])
         result["records"][split] = rec_path
         if stage == "report":
             sheets[split] = write_contact_sheet(df, dirs[stage], protocol.get("contact_sheet") or {},

@@ -134,6 +134,7 @@ def run(cfg: DictConfig) -> RunSummary:
         "run_hash": store.run_hash, "identity": run_identity(cfg),
         "config": OmegaConf.to_container(cfg, resolve=True), "seeds": seeds,
         "generator_version": generator.version(), "method_version": method.version(),
+        "method_training_data": method.training_data(),
         "categories": list(benchmark.all_categories),  # what a record's category may be
         "versions": versions, "git_commit": commit,
         "updated_at": datetime.now(timezone.utc).isoformat(),

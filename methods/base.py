@@ -36,6 +36,12 @@ class GuidanceMethod(ABC):
         recorded in the run's manifest so a retrained model cannot resume into old samples."""
         return None
 
+    def training_data(self) -> dict | None:
+        """What made the data of the method's learned parts (sources, split, the labeller of
+        generated videos), recorded in the run's manifest so that a table row can name it.
+        None for a method that learned nothing."""
+        return None
+
     @abstractmethod
     def make_hook(self, generator: "Generator", spec: PromptSpec) -> "StepHook | None":
         """The per-step hook for one sample, or None when the method does nothing."""

@@ -17,7 +17,30 @@ from cvg_bench.types import PromptSpec
 
 # Under the cvg_bench package itself: this file sits in methods/ in a checkout but in
 # cvg_bench/methods/ once installed, so it must not be located from this file.
-DEFAULT_CLASSIFIER = Path(cvg_bench.__file__).resolve().parent / "assets" / "cvg_classifier"
+ASSETS = Path(cvg_bench.__file__).resolve().parent / "assets"
+DEFAULT_CLASSIFIER = ASSETS / "cvg_classifier_v2"
+
+
+def shipped_classifiers() -> list[str]:
+    """The classifiers under cvg_bench/assets/, by name (a folder holding config.json)."""
+    return sorted(str(p.parent.relative_to(ASSETS)) for p in ASSETS.rglob("config.json")
+                  if (p.parent / "classifier.safetensors").is_file())
+
+
+def resolve_classifier(classifier: str | None) -> Path:
+    """``classifier``: None (the default, DEFAULT_CLASSIFIER), a folder, or the name of a
+    shipped classifier (e.g. ``cvg_classifier_v2``, found under cvg_bench/assets/ whatever the
+    working directory)."""
+    if classifier is None:
+        return DEFAULT_CLASSIFIER
+    path = Path(classifier)
+    if (path / "config.json").is_file():
+        return path
+    if not path.is_absolute() and ".." not in path.parts and (ASSETS / path / "config.json").is_file():
+        return ASSETS / path
+    raise FileNotFoundError(f"classifier={classifier!r}: no CVG classifier there (config.json "
+                            f"missing); accepted: a folder made by `python -m cvg_bench train "
+                            f"component=classifier`, or a shipped one: {', '.join(shipped_classifiers())}")
 
 
 @register("method", "cvg")
@@ -35,8 +58,11 @@ class CVG(EnergyGuidance):
         super().__init__(guided_steps=guided_steps, eta=eta, eta_schedule=eta_schedule,
                          grad_norm=grad_norm, max_grad_norm=max_grad_norm, iterations=iterations,
                          energy_threshold=energy_threshold)
-        self.classifier = CVGClassifier.load(classifier or DEFAULT_CLASSIFIER)
-        self.classifier_version = CVGClassifier.fingerprint(classifier or DEFAULT_CLASSIFIER)
+        folder = resolve_classifier(classifier)
+        self.classifier = CVGClassifier.load(folder)
+        self.classifier_version = CVGClassifier.fingerprint(folder)
+        self.classifier_name = (str(folder.relative_to(ASSETS)) if folder.is_relative_to(ASSETS)
+                                else str(classifier))
         self.classifier.requires_grad_(False)
         self.classifier.eval()  # guidance is inference: no dropout in the aggregator
         trained = self.classifier.features.steps
@@ -47,6 +73,14 @@ class CVG(EnergyGuidance):
         self.supported_categories = tuple(self.classifier.label_sets)
         self.allow_other_generator = allow_other_generator
         self.symmetrize = symmetrize
+
+    def training_data(self) -> dict:
+        """The classifier's data provenance as its training saved it (``data`` in its meta),
+        with its variant and backbone; ``unrecorded`` for a classifier trained before that."""
+        meta = self.classifier.meta
+        return {"classifier": self.classifier_name, "variant": meta.get("variant"),
+                "dual": meta.get("dual"), "backbone": self.classifier.backbone_cfg.get("name"),
+                "data": meta.get("data", "unrecorded")}
 
     def version(self) -> str:
         """A hash of the classifier's weights and config (its docs and report are not part)."""

@@ -181,6 +181,25 @@ def test_cvg_classifier_guides_in_eval_mode(gen, tmp_path):
     assert energy_at(method, state, ctx, ctx.latents) == energy_at(method, state, ctx, ctx.latents)
 
 
+def test_cvg_classifier_by_folder_or_shipped_name_and_its_training_data(cvg_classifier):
+    from cvg_bench.methods.cvg import ASSETS, DEFAULT_CLASSIFIER, resolve_classifier, shipped_classifiers
+
+    assert resolve_classifier(None) == DEFAULT_CLASSIFIER and resolve_classifier(str(cvg_classifier)) == cvg_classifier
+    assert "cvg_classifier_v2" in shipped_classifiers()
+    assert resolve_classifier("cvg_classifier_v2") == ASSETS / "cvg_classifier_v2"
+    for bad in ("no_such_classifier", "../cvg_classifier_v2"):
+        with pytest.raises(FileNotFoundError, match=f"classifier={bad!r}.*shipped one: .*cvg_classifier_v2"):
+            resolve_classifier(bad)
+    method = registry.build("method", {"name": "cvg", "classifier": str(cvg_classifier)})
+    info = method.training_data()  # a classifier saved without data provenance says so
+    assert info["classifier"] == str(cvg_classifier) and info["data"] == "unrecorded"
+    assert info["backbone"] == "none"
+    shipped = registry.build("method", {"name": "cvg", "classifier": "cvg_classifier_v2"})
+    info = shipped.training_data()  # the shipped one: no oracle, seen compositions only
+    assert info["classifier"] == "cvg_classifier_v2" and info["data"]["split"] == "seen"
+    assert info["dual"] is True and (info["data"]["labeller"] or {}).get("name") != "oracle"
+
+
 def test_cvg_refuses_what_its_classifier_was_not_trained_for(gen, cvg_classifier):
     with pytest.raises(ValueError, match="needs classifier steps \\[2\\]"):
         registry.build("method", {"name": "cvg", "classifier": str(cvg_classifier), "guided_steps": 3})

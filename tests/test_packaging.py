@@ -50,4 +50,4 @@ def test_cvg_default_classifier_is_located_from_the_package_not_the_file(tmp_pat
     spec = importlib.util.spec_from_file_location("_installed_layout_cvg", installed)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.DEFAULT_CLASSIFIER == Path(cvg_bench.__file__).resolve().parent / "assets" / "cvg_classifier"
+    assert module.DEFAULT_CLASSIFIER == Path(cvg_bench.__file__).resolve().parent / "assets" / "cvg_classifier_v2"

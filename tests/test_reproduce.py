@@ -253,3 +253,31 @@ def test_parallel_steps_name_each_failure_and_its_log(tmp_path: Path):
     assert "nosuch_method_xyz" in (tmp_path / "logs" / "tune-nosuch.log").read_text()
     with pytest.raises(ValueError, match="jobs=0"):
         run_steps([bad], jobs=0)
+
+
+def test_a_learned_methods_training_data_is_named_under_its_table(tmp_path: Path):
+    from cvg_bench.reproduce import describe_training_data, training_data, write_table
+
+    runs = {"vanilla": tmp_path / "vanilla", "cvg": tmp_path / "cvg", "old": tmp_path / "old"}
+    data = {"sources": {"render": 1.0}, "split": "seen", "synthetic_fraction": 0.2,
+            "labeller": {"name": "shapes"}, "folder": None}
+    manifests = {"vanilla": {"method_training_data": None},
+                 "cvg": {"method_training_data": {"classifier": "cvg_classifier_v2", "variant": "dual",
+                                                  "dual": True, "backbone": "video-encoder", "data": data}},
+                 "old": {"method_training_data": {"classifier": "cvg_classifier_v1", "data": "unrecorded"}}}
+    for m, folder in runs.items():
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps(manifests[m]))
+    trained = training_data(runs)
+    assert list(trained) == ["cvg", "old"]
+    line = describe_training_data("cvg", trained["cvg"])
+    assert line == ("cvg: cvg_classifier_v2 (dual, backbone video-encoder); data: render 1, "
+                    "compositions `seen`, rendered videos labelled by construction, generated "
+                    "videos labelled by the `shapes` labeller (0.2 of the render stream)")
+    assert "training data unrecorded" in describe_training_data("old", trained["old"])
+    ref = Path(__file__).resolve().parents[1] / "results" / "reference" / "shapes_heldout"
+    table = table_from_records(ref / "records_heldout.jsonl.gz")
+    paths = write_table(table, tmp_path, "t", "title", {"hash": "x"}, {"training_data": trained},
+                        [line])
+    assert paths["md"].read_text().rstrip().endswith(f"Trained parts:\n- {line}")
+    assert json.loads(paths["json"].read_text())["training_data"]["cvg"]["data"]["split"] == "seen"

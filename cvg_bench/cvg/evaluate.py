@@ -2,7 +2,7 @@
 symmetrised (``CVGClassifier.symmetrized_log_probs``), per category and, for motion, per
 number of moving objects.
 
-    python -m cvg_bench.cvg.evaluate cvg_bench/assets/cvg_classifier results/cvg_cache/<key>
+    python -m cvg_bench.cvg.evaluate cvg_bench/assets/cvg_classifier_v2 results/cvg_cache/<key> [--part heldout]
 """
 
 from __future__ import annotations
@@ -46,10 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("classifier", type=Path)
     parser.add_argument("cache", type=Path, help="a feature cache folder (holding val/)")
+    parser.add_argument("--part", choices=("val", "heldout"), default="val",
+                        help="the validation videos, or the held-out compositions' (data.heldout_eval)")
     parser.add_argument("--features", choices=("pos", "neg"), default="pos",
                         help="the p+ or the p- inversions")
     args = parser.parse_args(argv)
-    pos, neg, rows = FeatureCache(args.cache / "val").load()
+    if not (args.cache / args.part).is_dir():
+        raise SystemExit(f"{args.cache / args.part} not found: a cache folder holds "
+                         f"{', '.join(p.name for p in args.cache.iterdir() if p.is_dir()) or 'nothing'}")
+    pos, neg, rows = FeatureCache(args.cache / args.part).load()
     result = evaluate(CVGClassifier.load(args.classifier), pos if args.features == "pos" else neg,
                       rows, features=args.features)
     for group, r in result.items():

@@ -1,0 +1,125 @@
+"""CVG's ablations under a fixed protocol's report split (issue 29):
+
+    python -m experiments.cvg_ablations [--experiment shapes_heldout] [--jobs 2] [--dry-run]
+
+Each ablation is CVG at the protocol's chosen setting with one thing changed: guided steps 1
+or 2 (instead of the chosen 5), the classifier trained on p+ only (no dual inversion), and the
+classifier with the self-supervised ``video-encoder`` backbone (CVG's own has backbone ``none``,
+chosen by seen validation accuracy). They run on the protocol's report split (same prompts,
+seeds, generator, scorers) with no re-tuning: eta stays CVG's chosen one. The table beside
+them is recomputed from the protocol's committed records (vanilla, the best energy baseline,
+CVG), with each row's per-prompt wins/ties/losses against vanilla and against CVG.
+
+Runs go under ``<protocol work folder>/ablations/`` (resumable, like every run); the table to
+``results/reference/<name>/ablations_cvg.{csv,md,json}``, stamped with the protocol's hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cvg_bench.paired import compare, summarise
+from cvg_bench.records import atomic_write_text, safe_name
+from cvg_bench.reproduce import (Step, _common, fixed_overrides, method_table, provenance,
+                                 read_exported, run_steps, shipped_protocol, split_records)
+
+#: label -> overrides on top of CVG's fixed and chosen settings
+ABLATIONS = {
+    "cvg[guided_steps=1]": ["method.guided_steps=1"],
+    "cvg[guided_steps=2]": ["method.guided_steps=2"],
+    "cvg[p+ only]": ["method.classifier=cvg_classifier_v2_ablations/p_plus_only"],
+    "cvg[backbone video-encoder]": ["method.classifier=cvg_classifier_v2_ablations/backbone_video_encoder"],
+}
+
+
+def _replace(overrides: list[str], new: list[str]) -> list[str]:
+    keys = {o.split("=", 1)[0] for o in new}
+    return [o for o in overrides if o.split("=", 1)[0] not in keys] + new
+
+
+def steps(protocol: dict, folder: Path, chosen: list[str]) -> list[Step]:
+    spec = protocol["methods"]["cvg"]
+    head, tail = _common(protocol, protocol["report"], spec["categories"], folder, None, False)
+    return [Step("ablation", safe_name(label), [*head, "method=cvg",
+                                                *_replace(fixed_overrides(spec) + chosen, extra), *tail],
+                 len(spec["categories"]))
+            for label, extra in ABLATIONS.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--experiment", default="shapes_heldout")
+    ap.add_argument("--work-dir", default="results/reference_runs")
+    ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args(argv)
+    protocol = shipped_protocol(args.experiment)
+    if protocol is None:
+        raise SystemExit(f"no configs/experiment/{args.experiment}.yaml")
+    prov = provenance(protocol)
+    out = Path(args.out_dir or f"results/reference/{safe_name(protocol['name'])}")
+    settings = json.loads((out / "chosen_settings.json").read_text())
+    if settings["protocol"]["hash"] != prov["hash"]:
+        raise SystemExit(f"{out}/chosen_settings.json is of protocol {settings['protocol']['hash']}, "
+                         f"not {prov['hash']}: run the protocol first (python -m cvg_bench reproduce "
+                         f"+experiment={args.experiment})")
+    chosen = settings["methods"]["cvg"]["overrides"]
+    folder = Path(args.work_dir) / f"{safe_name(protocol['name'])}-{prov['hash']}" / "ablations"
+    todo = steps(protocol, folder, chosen)
+    for step in todo:
+        print(step.line())
+    if args.dry_run:
+        return 0
+    run_steps(todo, args.jobs, folder.parent / "logs")
+
+    ref = read_exported(out / f"records_{protocol['report']['split']}.jsonl.gz")
+    keep = [protocol["baseline"], "cvg"] + [m for m in protocol["methods"] if m not in ("cvg",)]
+    cats = set(protocol["methods"]["cvg"]["categories"])
+    ref = ref[ref["method"].isin(keep) & ref["category"].isin(cats)]
+    abl = split_records([folder], {**protocol, "methods": {"cvg": protocol["methods"]["cvg"]}}, "report")
+    labels = {}
+    for label, extra in ABLATIONS.items():  # each ablation's run, by its own overrides
+        manifests = [json.loads(p.read_text()) for p in folder.glob("*/cvg__*/manifest.json")]
+        for m in manifests:
+            cfg = m["identity"]["method"]
+            if all(str(cfg.get(o.split("=", 1)[0].removeprefix("method."))) == o.split("=", 1)[1]
+                   for o in extra):
+                labels[m["run_hash"]] = label
+    abl = abl[abl["run_hash"].isin(labels)].copy()
+    abl["method"] = abl["run_hash"].map(labels)
+    records = pd.concat([ref, abl], ignore_index=True)
+    records = records[records["method"] != "binding_energy"]
+    table = method_table(records, protocol["headline"], protocol["validity"], protocol["baseline"])
+    key = ["prompt_id", "category", "seed"]
+    score = records.assign(value=[s.get(protocol["headline"]) for s in records["scores_norm"]])
+    cvg = score[score["method"] == "cvg"]
+    for m in table.index:
+        if m in (protocol["baseline"], "cvg"):
+            continue
+        s = summarise(compare(cvg[key + ["value"]], score[score["method"] == m][key + ["value"]]), "x").iloc[-1]
+        table.loc[m, ["vs_cvg_wins", "vs_cvg_ties", "vs_cvg_losses", "vs_cvg_p"]] = [
+            s["wins"], s["ties"], s["losses"], s["sign_test_p"]]
+    cols = [c for c in ["run_hash", *sorted(cats), "overall", "overall_se", "validity_vs_baseline",
+                        "time_x_baseline", "vs_baseline_wins", "vs_baseline_ties", "vs_baseline_losses",
+                        "vs_baseline_p", "vs_cvg_wins", "vs_cvg_ties", "vs_cvg_losses", "vs_cvg_p"]
+            if c in table]
+    shown = table[cols]
+    title = (f"CVG ablations, `{protocol['report']['split']}` split, {protocol['headline']}, "
+             f"{len(protocol['report']['seeds'])} seeds; {prov['note']}; eta {chosen}")
+    atomic_write_text(out / "ablations_cvg.csv", shown.reset_index().to_csv(index=False))
+    atomic_write_text(out / "ablations_cvg.md", f"## {title}\n\n"
+                      + shown.reset_index().to_markdown(index=False, floatfmt=".3f") + "\n")
+    atomic_write_text(out / "ablations_cvg.json", json.dumps(
+        {"title": title, "protocol": prov, "ablations": ABLATIONS, "chosen": chosen,
+         "rows": json.loads(shown.reset_index().to_json(orient="records"))}, indent=1) + "\n")
+    print((out / "ablations_cvg.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
