@@ -39,7 +39,7 @@ def test_plugin_folders_import_under_the_namespace(tmp_path):
 
 def test_cvg_default_classifier_is_located_from_the_package_not_the_file(tmp_path, monkeypatch):
     """Installed, methods/cvg.py lands in cvg_bench/methods/ (not next to cvg_bench/): its
-    default classifier must still be the package's assets/cvg_classifier."""
+    default classifier must still be the package's assets/cvg_classifier_v2."""
     import cvg_bench
     from cvg_bench import registry
 

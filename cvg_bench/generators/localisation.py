@@ -1,11 +1,15 @@
 """Do the entity tokens' cross-attention maps localise their objects? Per layer and step.
 
 CVG reads the maps of the entity tokens at steps T and layers L; this score is how T and L
-are chosen. For rendered shapes videos (exact object masks from the oracle's colour
-segmentation) each video is DDIM-inverted under its own prompt, and at every sampler step
-the generator is run on the inverted latent with every cross-attention layer captured.
-Per (layer, step), for each entity: its map (mean over heads and the entity's tokens) is
-resized to the video, and compared with the entity's mask frame by frame:
+are chosen. Rendered shapes videos come with exact object masks known by construction: the
+renderer's plan (the sprites of every frame) rasterised per colour by
+:func:`cvg_bench.shapes.render.coverage`, as drawn, with no segmentation of pixels. Nothing
+from the evaluation oracle (:mod:`cvg_bench.shapes.oracle`) is used here, so the choice of
+L and T never sees what the scorer computes. Each video is DDIM-inverted under its own
+prompt, and at every sampler step the generator is run on the inverted latent with every
+cross-attention layer captured. Per (layer, step), for each entity: its map (mean over heads
+and the entity's tokens) is resized to the video, and compared with the entity's mask
+(coverage of its colour > 0.5) frame by frame:
 
 - ``iou``: IoU of the map's top-k pixels (k = the mask's area) with the mask;
 - ``mass``: share of the map's attention mass inside the mask;
@@ -22,7 +26,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,24 +38,39 @@ from cvg_bench.generators.base import AttentionSelection
 from cvg_bench.records import atomic_write_text
 from cvg_bench.types import PromptSpec, Video
 
-#: Categories whose entities each have one fixed colour: exact masks from colour alone.
+if TYPE_CHECKING:
+    from cvg_bench.shapes.render import Plan, RenderConfig
+
+#: Categories whose entities each have one fixed colour: exact masks from per-colour coverage.
 MASKED_CATEGORIES = ("spatial_relationships", "motion_binding", "action_binding",
                      "object_interactions", "consistent_attribute_binding", "generative_numeracy")
 
 
-def entity_masks(video: Video, spec: PromptSpec) -> list[np.ndarray | None]:
-    """Boolean ``(frames, h, w)`` mask per entity of ``spec`` from the oracle's colour
-    segmentation; ``None`` where the entity has no fixed colour (e.g. a colour change)."""
-    from cvg_bench.shapes.grammar import composition_of, entity_views
-    from cvg_bench.shapes.oracle import HUE_TOL, HUES, MIN_CHROMA, _colour_classes, _hue_and_chroma
+def scene(spec: PromptSpec, seed: int, cfg: RenderConfig | None = None) -> tuple[Video, Plan]:
+    """``render(spec, seed, cfg)`` and the plan it draws: the same random streams as
+    :func:`cvg_bench.shapes.render.render` (layout ``[seed, 0]``, pixels ``[seed, 1]``)."""
+    from cvg_bench.shapes.render import RenderConfig, draw_plan, plan_scene
 
-    names = list(HUES)
-    hue, chroma = _hue_and_chroma(np.asarray(video))
-    cls, dist = _colour_classes(hue)
-    fg = (dist <= HUE_TOL) & (chroma >= MIN_CHROMA * 255)
+    cfg = cfg or RenderConfig()
+    plan = plan_scene(spec, np.random.default_rng([int(seed), 0]), cfg.frames)
+    return draw_plan(plan, cfg, np.random.default_rng([int(seed), 1])), plan
+
+
+def entity_masks(plan: Plan, spec: PromptSpec, size: int,
+                 supersample: int = 4) -> list[np.ndarray | None]:
+    """Boolean ``(frames, size, size)`` mask per entity of ``spec``: the renderer's coverage of
+    the entity's colour in ``plan`` (> 0.5), known by construction; ``None`` where the entity
+    has no single fixed colour (e.g. a colour change)."""
+    from cvg_bench.shapes.grammar import composition_of, entity_views
+    from cvg_bench.shapes.render import PALETTE, coverage
+
     out: list[np.ndarray | None] = []
     for ent in entity_views(composition_of(spec)):
-        out.append(fg & (cls == names.index(ent.colour)) if ent.colour in names else None)
+        if ent.colour not in PALETTE:
+            out.append(None)
+            continue
+        only = [[s for s in sprites if s.colour == ent.colour] for sprites in plan]
+        out.append(coverage(only, size, 1, supersample)[:, 0] > 0.5)
     return out
 
 
@@ -80,13 +99,14 @@ def map_scores(att: torch.Tensor, mask: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def localisation_rows(generator, examples: Iterable[tuple[Video, PromptSpec]],
+def localisation_rows(generator, examples: Iterable[tuple[Video, PromptSpec, Plan]],
                       steps: Sequence[int] | None = None) -> list[dict[str, Any]]:
-    """One row per (video, entity, layer, step) with ``iou``, ``mass`` and ``chance``."""
+    """One row per (video, entity, layer, step) with ``iou``, ``mass`` and ``chance``.
+    ``examples``: (video, spec, plan) as :func:`scene` / :func:`shapes_videos` give them."""
     layers = generator.attention_layers()
     rows: list[dict[str, Any]] = []
-    for vid, (video, spec) in enumerate(tqdm(examples, desc="localisation", unit="video")):
-        masks = entity_masks(video, spec)
+    for vid, (video, spec, plan) in enumerate(tqdm(examples, desc="localisation", unit="video")):
+        masks = entity_masks(plan, spec, size=video.shape[1])
         tokens = generator.prompt_tokens(spec)
         inversion = generator.invert(video, spec)
         sel = AttentionSelection(layers=None, heads=None, tokens=tokens.key_tokens)
@@ -139,16 +159,18 @@ class LocalisationResult:
 
 
 def shapes_videos(n: int, seed: int, split: str = "seen",
-                  categories: Sequence[str] = MASKED_CATEGORIES) -> list[tuple[Video, PromptSpec]]:
-    """``n`` rendered videos (what the tiny generator trains on), categories in turn."""
+                  categories: Sequence[str] = MASKED_CATEGORIES) -> list[tuple[Video, PromptSpec, Plan]]:
+    """``n`` rendered videos (what the tiny generator trains on), categories in turn, each as
+    (video, spec, plan)."""
     from cvg_bench.shapes.grammar import sample_spec
-    from cvg_bench.shapes.render import RenderConfig, render
+    from cvg_bench.shapes.render import RenderConfig
 
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         spec = sample_spec(rng, categories[i % len(categories)], split)
-        out.append((render(spec, seed=seed * 1_000_003 + i, cfg=RenderConfig()), spec))
+        video, plan = scene(spec, seed=seed * 1_000_003 + i, cfg=RenderConfig())
+        out.append((video, spec, plan))
     return out
 
 
