@@ -44,3 +44,16 @@ def test_the_committed_records_cover_the_protocol():
     chosen = json.loads((OUT / "chosen_settings.json").read_text())
     assert chosen["protocol"]["hash"] == protocol_hash(PROTOCOL)
     assert set(chosen["methods"]) == set(cats)
+
+
+def test_the_cvg_row_names_a_classifier_the_judge_never_trained():
+    """The table's CVG classifier: its data were seen compositions only, no generated video was
+    labelled by the evaluation oracle, and the Markdown table says who labelled them."""
+    meta = json.loads((OUT / "table_heldout.json").read_text())
+    info = meta["training_data"]["cvg"]
+    assert info["classifier"] == PROTOCOL["methods"]["cvg"]["fixed"]["classifier"]
+    data = info["data"]
+    assert data["split"] == "seen" and (data["labeller"] or {}).get("name") != "oracle"
+    assert set(meta["training_data"]) == {"cvg"}  # no other method of the table learned anything
+    md = (OUT / "table_heldout.md").read_text()
+    assert f"cvg: {info['classifier']}" in md and "labelled by the `shapes` labeller" in md
