@@ -590,7 +590,8 @@ class RunStore:
         one, is present under the run folder (or ``video_root`` for an absolute path) with the
         size and sha256 the record stores. ``move_invalid``: move an invalid record aside to
         ``invalid/`` (call it only while holding the sample's lock)."""
-        path = self.record_path(prompt_id, seed)
+        # absolute: ``confined`` joins a relative path to the root, and this one already has it
+        path = self.record_path(prompt_id, seed).absolute()
         if not os.path.lexists(path):
             return "no record"
         try:
@@ -652,7 +653,7 @@ class RunStore:
             raise InvalidRecord(f"run_hash = {record['run_hash']!r}; accepted: {self.run_hash!r} "
                                 "(this store's)")
         path = self.record_path(record["prompt_id"], record["seed"])
-        confined(path, self.root, "record")
+        confined(path.absolute(), self.root, "record")
         atomic_write_json(path, record)
         return path
 
@@ -697,7 +698,7 @@ def video_problem(rec: SampleRecord, run_dir: Path | str,
 def iter_records(root: Path | str) -> Iterator[dict[str, Any]]:
     """Raw: every parseable ``samples/*.json`` under ``root`` as stored, NOT validated (tools
     that write partial records of their own). Harness readers use ``read_records``."""
-    for path in sorted(Path(root).rglob("samples/*.json")):
+    for path in sorted(Path(root).absolute().rglob("samples/*.json")):
         if path.name.startswith(".") or not path.is_file():
             continue
         yield json.loads(confined(path, root, "record").read_text())

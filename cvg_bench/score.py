@@ -84,7 +84,7 @@ def read_prompts_file(folder: Path) -> list[tuple[str, str]]:
 
 def _video_of(folder: Path, pid: str) -> Path:
     """``folder/<pid>.mp4`` resolved; ``PathEscape`` when it (a symlink) leads outside."""
-    return confined(folder / f"{pid}.mp4", folder, f"video of id {pid!r}")
+    return confined((folder / f"{pid}.mp4").absolute(), folder, f"video of id {pid!r}")
 
 
 def score_folder(cfg: DictConfig) -> RunSummary:

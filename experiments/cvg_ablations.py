@@ -104,19 +104,28 @@ def main(argv: list[str] | None = None) -> int:
         s = summarise(compare(cvg[key + ["value"]], score[score["method"] == m][key + ["value"]]), "x").iloc[-1]
         table.loc[m, ["vs_cvg_wins", "vs_cvg_ties", "vs_cvg_losses", "vs_cvg_p"]] = [
             s["wins"], s["ties"], s["losses"], s["sign_test_p"]]
-    cols = [c for c in ["run_hash", *sorted(cats), "overall", "overall_se", "validity_vs_baseline",
-                        "time_x_baseline", "vs_baseline_wins", "vs_baseline_ties", "vs_baseline_losses",
-                        "vs_baseline_p", "vs_cvg_wins", "vs_cvg_ties", "vs_cvg_losses", "vs_cvg_p"]
-            if c in table]
-    shown = table[cols]
+    def wtl(row, prefix: str) -> str:
+        if pd.isna(row.get(f"{prefix}_wins")):
+            return "-"
+        return (f"{int(row[f'{prefix}_wins'])}/{int(row[f'{prefix}_ties'])}/{int(row[f'{prefix}_losses'])}"
+                f" (p={row[f'{prefix}_p']:.2g})")
+
+    shown = pd.DataFrame({
+        "method": table.index, "run_hash": table["run_hash"].values,
+        **{c: [f"{v:.3f}" for v in table[c]] for c in sorted(cats)},
+        "overall": [f"{m:.3f} ± {e:.3f}" for m, e in zip(table["overall"], table["overall_se"])],
+        "Δvalidity vs vanilla": [f"{v:+.3f}" for v in table["validity_vs_baseline"]],
+        "W/T/L vs vanilla": [wtl(r, "vs_baseline") for _, r in table.iterrows()],
+        "W/T/L vs cvg": [wtl(r, "vs_cvg") for _, r in table.iterrows()]})
+    setting = " ".join(o for o in chosen if o.split("=")[0] in ("method.eta", "method.guided_steps"))
     title = (f"CVG ablations, `{protocol['report']['split']}` split, {protocol['headline']}, "
-             f"{len(protocol['report']['seeds'])} seeds; {prov['note']}; eta {chosen}")
-    atomic_write_text(out / "ablations_cvg.csv", shown.reset_index().to_csv(index=False))
+             f"{len(protocol['report']['seeds'])} seeds; {prov['note']}; CVG's chosen setting: {setting}")
+    atomic_write_text(out / "ablations_cvg.csv", table.reset_index().to_csv(index=False))
     atomic_write_text(out / "ablations_cvg.md", f"## {title}\n\n"
-                      + shown.reset_index().to_markdown(index=False, floatfmt=".3f") + "\n")
+                      + shown.to_markdown(index=False, disable_numparse=True) + "\n")
     atomic_write_text(out / "ablations_cvg.json", json.dumps(
         {"title": title, "protocol": prov, "ablations": ABLATIONS, "chosen": chosen,
-         "rows": json.loads(shown.reset_index().to_json(orient="records"))}, indent=1) + "\n")
+         "rows": json.loads(table.reset_index().to_json(orient="records"))}, indent=1) + "\n")
     print((out / "ablations_cvg.md").read_text())
     return 0
 

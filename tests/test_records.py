@@ -112,3 +112,17 @@ def test_records_are_read_from_a_relative_results_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for root in ("runs", "runs/bench", "./runs/bench/"):
         assert len(load_records([root])) == 1, root
+
+
+def test_a_run_in_a_relative_results_folder_resumes(tmp_path, monkeypatch):
+    """`run results_dir=results/demo` twice: the second finds every sample done (a relative
+    record path was once joined to the relative root again, and every sample was remade)."""
+    from cvg_bench.records import iter_records
+
+    monkeypatch.chdir(tmp_path)
+    store = RunStore("runs", "bench", "m", "g", "abc")
+    rec = full_record()
+    store.write(rec)
+    assert store.check_done(rec["prompt_id"], rec["seed"], prompt=rec["prompt"],
+                            category=rec["category"]) is None
+    assert len(list(iter_records("runs"))) == 1
