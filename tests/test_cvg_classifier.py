@@ -554,3 +554,22 @@ def test_symmetries_of_action_interaction_and_numeracy():
             moved = model.symmetrized_log_probs(apply_to_maps(x, g), step, category)
             idx = [labs.index(apply_to_label(category, y, g)) for y in labs]
             assert torch.allclose(moved[:, idx], base, atol=1e-5), (category, g)
+
+
+def test_a_smaller_data_size_reads_only_its_shards_of_a_larger_cache(tmp_path):
+    """The cache folder is keyed without its size: data.train=8 on a folder a 12-example run
+    filled must train on 8 examples, not 12 (it once read every shard present)."""
+    from cvg_bench.cvg.training import FeatureCache, build_feature_cache
+
+    cache = FeatureCache(tmp_path / "train")
+    for i in range(3):
+        cache.write_shard(i, [torch.zeros(2, 3)] * 4, [torch.ones(2, 3)] * 4,
+                          [{"i": 4 * i + j} for j in range(4)])
+    assert len(cache.load()[2]) == 12
+
+    def never(i):
+        raise AssertionError("finished shards are not rebuilt")
+
+    small = build_feature_cache(None, never, None, FeatureCache(tmp_path / "train"), 8, shard_size=4)
+    pos, neg, rows = small.load()
+    assert [r["i"] for r in rows] == list(range(8)) and pos.shape[0] == neg.shape[0] == 8

@@ -55,6 +55,10 @@ class FeatureCache:
     """Shards ``shard-NNNNN.safetensors`` (maps of p+ and p-) + ``shard-NNNNN.jsonl`` (labels)."""
 
     root: Path
+    # the shards of this cache's data (None: every shard present). A cache folder is keyed
+    # without its size, so a larger build may sit beside: data.train=384 reads shards 0..5 of
+    # 64, never the 768 a larger run left there (build_feature_cache sets it).
+    num_shards: int | None = None
 
     def shard_paths(self, index: int) -> tuple[Path, Path]:
         return self.root / f"shard-{index:05d}.safetensors", self.root / f"shard-{index:05d}.jsonl"
@@ -99,7 +103,10 @@ class FeatureCache:
         """(p+ maps, p- maps, rows); each maps tensor is tagged with which prompt it was
         inverted under (``features_of``), so ``accuracy`` reads relative heads right."""
         pos, neg, rows = [], [], []
-        for meta in sorted(self.root.glob("shard-*.jsonl")):
+        metas = sorted(self.root.glob("shard-*.jsonl"))
+        if self.num_shards is not None:
+            metas = [m for m in metas if int(m.stem.split("-")[1]) < self.num_shards]
+        for meta in metas:
             tensors = load_file(meta.with_suffix(".safetensors"))
             pos.append(tensors["pos"].float())
             neg.append(tensors["neg"].float())
@@ -171,6 +178,7 @@ def build_feature_cache(generator, examples: Iterable[Example] | Callable[[int],
             bar.update(1)
         cache.write_shard(index, pos, neg, rows)
     bar.close()
+    cache.num_shards = -(-num_examples // shard_size)
     return cache
 
 
