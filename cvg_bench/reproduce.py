@@ -261,8 +261,7 @@ def run_folder_of(overrides: list[str]) -> Path:
     from hydra.core.global_hydra import GlobalHydra
 
     from cvg_bench.config import CONFIG_MODULE, register_schemas
-    from cvg_bench.records import RunStore
-    from cvg_bench.run import run_identity
+    from cvg_bench.run import run_store
 
     register_schemas()
     if GlobalHydra.instance().is_initialized():  # inside the reproduce app: its search path
@@ -270,8 +269,7 @@ def run_folder_of(overrides: list[str]) -> Path:
     else:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = compose(config_name="run", overrides=overrides)
-    return RunStore(cfg.results_dir, cfg.benchmark.name, cfg.method.name, cfg.generator.name,
-                    config_hash(run_identity(cfg))).root
+    return run_store(cfg).root
 
 
 def reuse_runs(steps: list[Step], stage_dir: Path, sources: list[Path], root: Path | str) -> list[str]:

@@ -67,6 +67,13 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def run_store(cfg: DictConfig) -> RunStore:
+    """The run folder of a composed ``run`` config: ``<results_dir>/<benchmark>/
+    <method>__<generator>__<hash of run_identity>``."""
+    return RunStore(cfg.results_dir, cfg.benchmark.name, cfg.method.name, cfg.generator.name,
+                    config_hash(run_identity(cfg)))
+
+
 def build_scorers(cfg: DictConfig) -> dict[str, Scorer]:
     scorers = {name: registry.build("scorer", scfg) for name, scfg in cfg.scorer.items()}
     for scorer in scorers.values():
@@ -121,8 +128,7 @@ def run(cfg: DictConfig) -> RunSummary:
 
     names = {"method": cfg.method.name, "generator": cfg.generator.name,
              "benchmark": cfg.benchmark.name, "benchmark_version": benchmark.version}
-    store = RunStore(cfg.results_dir, names["benchmark"], names["method"], names["generator"],
-                     config_hash(run_identity(cfg)))
+    store = run_store(cfg)
     store.check_writable()
     store.remove_stale_temps()
     # a retrained model at the same path has the same config, so the run hash cannot tell

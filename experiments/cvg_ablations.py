@@ -25,7 +25,8 @@ import pandas as pd
 from cvg_bench.paired import compare, summarise
 from cvg_bench.records import atomic_write_text, safe_name
 from cvg_bench.reproduce import (Step, _common, fixed_overrides, method_table, provenance,
-                                 read_exported, run_steps, shipped_protocol, split_records)
+                                 read_exported, run_folder_of, run_steps, shipped_protocol,
+                                 split_records, step_runs)
 
 #: label -> overrides on top of CVG's fixed and chosen settings
 ABLATIONS = {
@@ -82,18 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     cats = set(protocol["methods"]["cvg"]["categories"])
     ref = ref[ref["method"].isin(keep) & ref["category"].isin(cats)]
     abl = split_records([folder], {**protocol, "methods": {"cvg": protocol["methods"]["cvg"]}}, "report")
-    labels = {}
-    for label, extra in ABLATIONS.items():  # each ablation's run, by its own overrides
-        manifests = [json.loads(p.read_text()) for p in folder.glob("*/cvg__*/manifest.json")]
-        for m in manifests:
-            cfg = m["identity"]["method"]
-            if all(str(cfg.get(o.split("=", 1)[0].removeprefix("method."))) == o.split("=", 1)[1]
-                   for o in extra):
-                labels[m["run_hash"]] = label
+    # each ablation's run, by the run folder its own overrides compose to
+    labels = {run_folder_of(overrides).name.rsplit("__", 1)[1]: label
+              for step, label in zip(todo, ABLATIONS) for overrides in step_runs(step)}
     abl = abl[abl["run_hash"].isin(labels)].copy()
     abl["method"] = abl["run_hash"].map(labels)
     records = pd.concat([ref, abl], ignore_index=True)
-    records = records[records["method"] != "binding_energy"]
     table = method_table(records, protocol["headline"], protocol["validity"], protocol["baseline"])
     key = ["prompt_id", "category", "seed"]
     score = records.assign(value=[s.get(protocol["headline"]) for s in records["scores_norm"]])
