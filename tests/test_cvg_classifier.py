@@ -573,3 +573,90 @@ def test_a_smaller_data_size_reads_only_its_shards_of_a_larger_cache(tmp_path):
     small = build_feature_cache(None, never, None, FeatureCache(tmp_path / "train"), 8, shard_size=4)
     pos, neg, rows = small.load()
     assert [r["i"] for r in rows] == list(range(8)) and pos.shape[0] == neg.shape[0] == 8
+
+
+def _tiny_classifier_cfg(tmp_path, categories):
+    from omegaconf import OmegaConf
+
+    from cvg_bench.generators.tiny import TEST_CONFIG, TinyGenerator
+
+    gen_dir = tmp_path / "gen"
+    if not gen_dir.exists():
+        TinyGenerator.random(TEST_CONFIG).pipe.save_pretrained(gen_dir)
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/component/classifier.yaml")
+    cfg.generator = {"name": "tiny", "path": str(gen_dir), "num_frames": 4, "height": 16,
+                     "width": 16, "num_inference_steps": 3}
+    cfg.features.heads = [0, 1]
+    cfg.categories = categories
+    cfg.aggregator = {"d_model": 16, "depth": 1}
+    cfg.data = {"train": 4, "val": 2, "split": "seen", "synthetic_fraction": 0.0, "shard_size": 2,
+                "stream": "indexed", "heldout_eval": 2, "render": {"frames": 4, "size": 16}}
+    cfg.optim = {"epochs": 1, "batch_size": 4, "lr": 1e-3}
+    cfg.compare_without_dual, cfg.compare_backbones = False, []
+    cfg.cache_dir, cfg.out = str(tmp_path / "cache"), str(tmp_path / "clf")
+    cfg.ablations_out = str(tmp_path / "ablations")
+    return cfg
+
+
+def test_cache_groups_reuse_a_groups_own_cache_and_train_on_the_union(tmp_path, monkeypatch):
+    """A group's cache is the one a training on the group alone built: adding a group of
+    categories inverts only the new group's videos, and the classifier has every head."""
+    from cvg_bench.cvg import training
+    from cvg_bench.cvg.pipeline import train_cvg_classifier
+    from cvg_bench.cvg.training import FeatureCache
+
+    torch.set_num_threads(1)
+    first = _tiny_classifier_cfg(tmp_path, ["spatial_relationships"])
+    first.out = str(tmp_path / "alone")
+    alone = train_cvg_classifier(first)
+    calls = []
+    real = training.featurize
+    monkeypatch.setattr(training, "featurize",
+                        lambda g, v, s, f: calls.append(s.category) or real(g, v, s, f))
+    cfg = _tiny_classifier_cfg(tmp_path, None)
+    cfg.cache_groups = [{"categories": ["spatial_relationships"]},
+                        {"categories": ["action_binding"], "train": 2, "val": 2, "heldout_eval": 2}]
+    report = train_cvg_classifier(cfg)
+    assert set(calls) == {"action_binding"}  # the spatial group's shards were all reused
+    assert len(calls) == 2 * (2 + 2 + 2)     # p+ and p- of the new group's 6 videos
+    assert report["groups"][0]["cache"] == alone["cache"]
+    assert report["n_train"] == 6 and report["categories"] == ["spatial_relationships", "action_binding"]
+    rows = FeatureCache(Path(report["groups"][1]["cache"]) / "train").load()[2]
+    assert {r["category"] for r in rows} == {"action_binding"}
+    assert set(report["dual"]["val_acc_pos"]) >= {"spatial_relationships", "action_binding"}
+    assert report["dual"]["n_heldout"] == 4
+    assert set(CVGClassifier.load(tmp_path / "clf").label_sets) == {"spatial_relationships",
+                                                                     "action_binding"}
+    # the held-out accuracy study reads the group caches as one, each classifier on its heads
+    import json
+
+    from experiments.cvg_heldout_accuracy import main as accuracy_main
+
+    out = tmp_path / "acc"
+    assert accuracy_main(["both=" + str(tmp_path / "clf"), "spatial=" + str(tmp_path / "alone"),
+                          "--cache", report["groups"][0]["cache"],
+                          "--cache", report["groups"][1]["cache"], "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    cats = {name: {r["group"] for r in rows if r["classifier"] == name} for name in ("both", "spatial")}
+    assert cats == {"both": {"spatial_relationships", "action_binding"},
+                    "spatial": {"spatial_relationships"}}
+    assert {r["part"] for r in rows} == {"heldout", "val"}
+    assert "| both " in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("groups, match", [
+    ([{"categories": ["spatial_relationships"]}, {"categories": ["spatial_relationships"]}],
+     "each category belongs to one group"),
+    ([{"categories": ["left_of"]}], "unknown categories"),
+    ([{"categories": ["spatial_relationships"], "size": 3}], "accepted: a mapping"),
+])
+def test_cache_groups_are_checked(tmp_path, groups, match):
+    from cvg_bench.cvg.pipeline import cache_groups
+
+    cfg = _tiny_classifier_cfg(tmp_path / "x", None)
+    cfg.cache_groups = groups
+    with pytest.raises(ValueError, match=match):
+        cache_groups(cfg, [])
+    cfg.cache_groups, cfg.categories = [{"categories": ["spatial_relationships"]}], ["motion_binding"]
+    with pytest.raises(ValueError, match="differ from the union of cache_groups"):
+        cache_groups(cfg, [])

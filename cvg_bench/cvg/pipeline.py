@@ -28,6 +28,7 @@ from cvg_bench.cvg.classifier import CVGClassifier
 from cvg_bench.cvg.features import FeatureSpec
 from cvg_bench.cvg.training import (
     Example,
+    CacheUnion,
     FeatureCache,
     accuracy,
     build_feature_cache,
@@ -359,25 +360,29 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
                      len(generated["missing"]), generated["out"])
             return {"generate": generated, "cache_task": task, "cache_tasks": tasks,
                     "missing_shards": None, "cache_minutes": (time.time() - started) / 60}
-    cache_root = Path(cfg.cache_dir) / cache_name(cfg, generator.version(), features, categories)
-    caches = {}
-    for part, n, seed in (("train", cfg.data.train, cfg.seed), ("val", cfg.data.val, cfg.seed + 1)):
-        examples = example_source(cfg, generator, categories, seed, data=data, part=part)
-        caches[part] = build_feature_cache(generator, examples,
-                                           features, FeatureCache(cache_root / part), int(n),
-                                           int(cfg.data.shard_size), task=task, num_tasks=tasks)
-    n_heldout = int(cfg.data.get("heldout_eval") or 0)
-    if n_heldout and data is None:  # rendered held-out compositions: the classifier never saw them
-        hcfg = heldout_eval_cfg(cfg)
-        examples = example_source(hcfg, generator, categories, int(cfg.seed) + 2)
-        caches["heldout"] = build_feature_cache(generator, examples, features,
-                                                FeatureCache(cache_root / "heldout"), n_heldout,
-                                                int(cfg.data.shard_size), task=task, num_tasks=tasks)
+    groups = cache_groups(cfg, categories)
+    if groups is not None and data is not None:
+        raise ValueError(f"cache_groups needs data.source=render (got {cfg.data.source!r}): "
+                         "a folder or generated source is one cache of its own categories")
+    if groups is None:
+        cache_root, caches = build_caches(cfg, generator, features, categories, data, task, tasks)
+        sizes = {"n_train": int(cfg.data.train), "n_val": int(cfg.data.val)}
+    else:  # one cache per group, each the cache a training on the group alone builds
+        categories = [c for _, cats in groups for c in cats]
+        built = [build_caches(gcfg, generator, features, cats, None, task, tasks)
+                 for gcfg, cats in groups]
+        group_roots = [str(root) for root, _ in built]
+        cache_root = Path(cfg.cache_dir) / safe_name(
+            f"{generator.version()}__groups-{config_hash([Path(r).name for r in group_roots])}")
+        caches = {part: CacheUnion([c[part] for _, c in built])
+                  for part in ("train", "val", "heldout") if all(part in c for _, c in built)}
+        sizes = {"n_train": sum(int(g.data.train) for g, _ in groups),
+                 "n_val": sum(int(g.data.val) for g, _ in groups),
+                 "groups": [{"categories": cats, "train": int(g.data.train), "val": int(g.data.val),
+                             "heldout_eval": int(g.data.get("heldout_eval") or 0), "cache": root}
+                            for (g, cats), root in zip(groups, group_roots)]}
     if tasks > 1:  # one array task of the cache build: the training is a later, single job
-        sizes = [("train", cfg.data.train), ("val", cfg.data.val)] + (
-            [("heldout", n_heldout)] if "heldout" in caches else [])
-        missing = {part: caches[part].missing_shards(int(n), int(cfg.data.shard_size))
-                   for part, n in sizes}
+        missing = cache_missing(caches, cfg, groups)
         log.info("cache task %d/%d done under %s; shards still missing: %s (train once they "
                  "are all built, with cache_tasks=1)", task, tasks, cache_root, missing)
         return {"cache": str(cache_root), "cache_task": task, "cache_tasks": tasks,
@@ -395,7 +400,7 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
                               "skipped_prompts": data.skipped if data is not None else [],
                               "generated": generated,
                               "categories": categories, "cache": str(cache_root),
-                              "n_train": int(cfg.data.train), "n_val": int(cfg.data.val),
+                              **sizes,
                               "head_types": heads,
                               "augment": list(cfg.optim.get("augment") or []),
                               "cache_minutes": (time.time() - started) / 60}
@@ -410,7 +415,8 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
                                     "variant": key, "data": data_provenance(cfg, weights)})
         result = train_classifier(model, caches["train"], caches["val"], dual=dual,
                                   seed=int(cfg.seed),
-                                  checkpoint=checkpoint_path(cfg, cache_root, key, backbone, heads),
+                                  checkpoint=checkpoint_path(cfg, cache_root, key, backbone, heads,
+                                                             sizes),
                                   **OmegaConf.to_container(cfg.optim))
         report[key] = {"backbone": backbone.get("name"), "dual": dual,
                        "val_acc_pos": accuracy(model, vpos, vrows, features="pos"),
@@ -423,6 +429,79 @@ def train_cvg_classifier(cfg: DictConfig) -> dict[str, Any]:
     log.info("classifier report: %s", json.dumps({k: v for k, v in report.items()
                                                    if not isinstance(v, dict) or "history" not in v}, indent=1))
     return report
+
+
+def build_caches(cfg: DictConfig, generator, features: FeatureSpec, categories: list[str],
+                 data, task: int, tasks: int) -> tuple[Path, dict[str, FeatureCache]]:
+    """The train / val (and, for the render source, held-out) feature caches of ``categories``
+    under ``cache_dir``, keyed by ``cache_name``; finished shards are reused."""
+    cache_root = Path(cfg.cache_dir) / cache_name(cfg, generator.version(), features, categories)
+    caches = {}
+    for part, n, seed in (("train", cfg.data.train, cfg.seed), ("val", cfg.data.val, cfg.seed + 1)):
+        examples = example_source(cfg, generator, categories, seed, data=data, part=part)
+        caches[part] = build_feature_cache(generator, examples,
+                                           features, FeatureCache(cache_root / part), int(n),
+                                           int(cfg.data.shard_size), task=task, num_tasks=tasks)
+    n_heldout = int(cfg.data.get("heldout_eval") or 0)
+    if n_heldout and data is None:  # rendered held-out compositions: the classifier never saw them
+        hcfg = heldout_eval_cfg(cfg)
+        examples = example_source(hcfg, generator, categories, int(cfg.seed) + 2)
+        caches["heldout"] = build_feature_cache(generator, examples, features,
+                                                FeatureCache(cache_root / "heldout"), n_heldout,
+                                                int(cfg.data.shard_size), task=task, num_tasks=tasks)
+    return cache_root, caches
+
+
+GROUP_KEYS = ("categories", "train", "val", "heldout_eval")
+
+
+def cache_groups(cfg: DictConfig, categories: list[str]) -> list[tuple[DictConfig, list[str]]] | None:
+    """``cache_groups``: [{categories: [...], train, val, heldout_eval}, ...] -> (the config a
+    training on the group alone would have, the group's categories), or None when unset.
+    Groups are disjoint; with ``categories`` set, their union must be it."""
+    from cvg_bench.shapes.grammar import CATEGORIES
+
+    raw = cfg.get("cache_groups")
+    if not raw:
+        return None
+    out, seen = [], []
+    for i, group in enumerate(OmegaConf.to_container(raw, resolve=True)):
+        if not isinstance(group, dict) or not group.get("categories") or set(group) - set(GROUP_KEYS):
+            raise ValueError(f"cache_groups[{i}] = {group!r}; accepted: a mapping with a non-empty "
+                             f"'categories' list and optional {', '.join(GROUP_KEYS[1:])}")
+        cats = list(group["categories"])
+        bad = [c for c in cats if c not in CATEGORIES]
+        if bad:
+            raise ValueError(f"cache_groups[{i}] names unknown categories {bad}; accepted: "
+                             f"{', '.join(CATEGORIES)}")
+        twice = [c for c in cats if c in seen]
+        if twice:
+            raise ValueError(f"cache_groups[{i}] repeats {twice}: each category belongs to one group")
+        seen += cats
+        gcfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        gcfg.cache_groups, gcfg.categories = None, cats
+        for key in GROUP_KEYS[1:]:
+            if key in group:
+                gcfg.data[key] = int(group[key])
+        out.append((gcfg, cats))
+    if cfg.get("categories") and set(cfg.categories) != set(seen):
+        raise ValueError(f"categories {list(cfg.categories)} differ from the union of cache_groups "
+                         f"{seen}; set categories=null or make them equal")
+    return out
+
+
+def cache_missing(caches: dict[str, Any], cfg: DictConfig,
+                  groups: list[tuple[DictConfig, list[str]]] | None) -> dict[str, Any]:
+    """part -> the shards still to build (with groups: part -> one list per group)."""
+    def of(cache: FeatureCache, part: str, gcfg: DictConfig) -> list[int]:
+        n = {"train": gcfg.data.train, "val": gcfg.data.val,
+             "heldout": gcfg.data.get("heldout_eval") or 0}[part]
+        return cache.missing_shards(int(n), int(gcfg.data.shard_size))
+
+    if groups is None:
+        return {part: of(cache, part, cfg) for part, cache in caches.items()}
+    return {part: [of(c, part, g) for c, (g, _) in zip(union.caches, groups)]
+            for part, union in caches.items()}
 
 
 def data_provenance(cfg: DictConfig, weights: dict[str, float]) -> dict[str, Any]:
@@ -483,11 +562,14 @@ def head_label_sets(parser: PromptParser, categories: list[str],
 
 
 def checkpoint_path(cfg: DictConfig, cache_root: Path, key: str, backbone: dict[str, Any],
-                    heads: dict[str, str]) -> Path:
-    """A training checkpoint is resumed only by the same variant, data size and settings."""
+                    heads: dict[str, str], sizes: dict[str, Any] | None = None) -> Path:
+    """A training checkpoint is resumed only by the same variant, data size and settings
+    (``sizes``: n_train, n_val and, with cache groups, each group's)."""
     settings = {"backbone": backbone, "aggregator": OmegaConf.to_container(cfg.aggregator),
                 "optim": OmegaConf.to_container(cfg.optim), "seed": int(cfg.seed),
                 "n_train": int(cfg.data.train), "n_val": int(cfg.data.val)}
+    if sizes and "groups" in sizes:
+        settings.update(sizes)
     if heads:  # absent for joint heads: earlier checkpoints keep their names
         settings["head_types"] = heads
     return cache_root / "checkpoints" / f"{key}-{config_hash(settings)}.pt"

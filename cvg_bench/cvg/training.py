@@ -118,6 +118,26 @@ class FeatureCache:
         return pos_t, neg_t, rows
 
 
+@dataclass
+class CacheUnion:
+    """Several caches read as one (``cache_groups``: one cache per group of categories, each
+    built and keyed as a training on just that group would build it). ``load`` concatenates
+    them in order, with the same p+/p- tags as ``FeatureCache.load``."""
+
+    caches: list[FeatureCache]
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+        parts = [c.load() for c in self.caches]
+        shapes = {tuple(p[0].shape[1:]) for p in parts}
+        if len(shapes) > 1:
+            raise ValueError(f"cache groups hold maps of different shapes {sorted(shapes)} "
+                             f"({', '.join(str(c.root) for c in self.caches)}): their features differ")
+        pos_t = torch.cat([p[0] for p in parts])
+        neg_t = torch.cat([p[1] for p in parts])
+        pos_t.cvg_features, neg_t.cvg_features = "pos", "neg"
+        return pos_t, neg_t, [r for p in parts for r in p[2]]
+
+
 FEATURES = ("pos", "neg")
 
 
