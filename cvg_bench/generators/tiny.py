@@ -3,7 +3,9 @@
 ``TextToVideoSDPipeline`` composed of:
 - ``UNet3DConditionModel`` (about (32, 64) channels, cross-attention at both levels, ~2 M params);
 - a small ``CLIPTextModel`` trained jointly with the UNet, over a word-level tokenizer whose
-  vocabulary is the shapes-world grammar (``PreTrainedTokenizerFast``, so offsets work);
+  vocabulary is the shapes-world grammar (``PreTrainedTokenizerFast``, so offsets work); or,
+  with ``text_encoder_path``, a pretrained BERT-style encoder and its WordPiece tokenizer
+  (generator v2: :mod:`cvg_bench.generators.pretrained_text`);
 - ``DDIMScheduler`` with v-prediction, zero-terminal-SNR rescaling and trailing spacing
   (epsilon prediction left noisy backgrounds, notes/measured-facts.md);
 - :class:`PixelFoldVAE`, the lossless 2x2 pixel fold in place of a VAE (pixel space).
@@ -58,6 +60,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # > 0: PositionalUNet3DConditionModel, sin/cos of (x, y, frame) at this many octaves added
     # after conv_in (the plain UNet3D has no positional embedding; see its docstring)
     "position_frequencies": 0,
+    # a Hugging Face folder of a pretrained BERT-style text encoder (+ tokenizer) used instead
+    # of the small CLIP: its tokenizer replaces the word-level one, its hidden size is the
+    # UNet's cross_attention_dim, the "text_encoder" keys do not apply (pretrained_text.py).
+    # A relative path is taken from the working directory, else from the repository root.
+    "text_encoder_path": None,
     "unet": {
         "sample_size": 16,
         "in_channels": 12,
@@ -135,15 +142,22 @@ def build_tiny_pipeline(
 ) -> Any:
     """A randomly initialised tiny ``TextToVideoSDPipeline`` from ``config`` (no weights)."""
     cfg = merge_config(DEFAULT_CONFIG, config)
-    tokenizer = build_tokenizer(words, cfg["max_length"])
-    torch.manual_seed(seed)
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer), max_position_embeddings=cfg["max_length"],
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **cfg["text_encoder"],
-    )
-    text_encoder = CLIPTextModel(text_config)
     unet_cfg = dict(cfg["unet"])
+    if cfg["text_encoder_path"]:
+        text_encoder, tokenizer = _pretrained_text(cfg, config or {}, words)
+        torch.manual_seed(seed)
+        if "cross_attention_dim" not in dict((config or {}).get("unet") or {}):
+            unet_cfg["cross_attention_dim"] = text_encoder.config.hidden_size
+        text_config = text_encoder.config
+    else:
+        tokenizer = build_tokenizer(words, cfg["max_length"])
+        torch.manual_seed(seed)
+        text_config = CLIPTextConfig(
+            vocab_size=len(tokenizer), max_position_embeddings=cfg["max_length"],
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, **cfg["text_encoder"],
+        )
+        text_encoder = CLIPTextModel(text_config)
     if unet_cfg["cross_attention_dim"] != text_config.hidden_size:
         raise ValueError(
             f"unet.cross_attention_dim={unet_cfg['cross_attention_dim']} must equal "
@@ -160,6 +174,34 @@ def build_tiny_pipeline(
     scheduler = DDIMScheduler(**cfg["scheduler"])
     pipeline_cls = import_t2v_pipeline()
     return pipeline_cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+
+
+def _pretrained_text(cfg: Mapping[str, Any], override: Mapping[str, Any], words: Iterable[str]) -> tuple[Any, Any]:
+    """The pretrained text encoder and tokenizer of ``cfg["text_encoder_path"]``; every word
+    the model will read must be spelled without the unknown token."""
+    from cvg_bench.generators.pretrained_text import load_pretrained_text_encoder, unknown_words
+
+    if override.get("text_encoder"):
+        raise ValueError(f"text_encoder keys {sorted(override['text_encoder'])} do not apply with "
+                         f"text_encoder_path={cfg['text_encoder_path']!r} (the pretrained encoder's own config does)")
+    folder = resolve_path(cfg["text_encoder_path"])
+    encoder, tokenizer = load_pretrained_text_encoder(folder, int(cfg["max_length"]))
+    missing = unknown_words(tokenizer, [w for w in words if w not in SPECIAL_TOKENS])
+    if missing:
+        raise ValueError(f"the tokenizer of {folder} spells these words with {tokenizer.unk_token}: {missing[:20]}")
+    return encoder, tokenizer
+
+
+def save_tiny_pipeline(pipe: Any, folder: str | Path) -> None:
+    """``save_pretrained`` (safetensors); a text encoder whose weights are float16 values (a
+    pretrained one: pretrained_text.py) is stored as float16, losslessly, at half the size.
+    :func:`load_tiny_pipeline` loads every part as float32."""
+    from cvg_bench.generators.pretrained_text import save_text_encoder
+
+    folder = Path(folder)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    if getattr(pipe.text_encoder.config, "use_attention_mask", False):  # a pretrained encoder
+        save_text_encoder(pipe.text_encoder, folder / "text_encoder")
 
 
 def load_tiny_pipeline(path: str | Path) -> Any:

@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from cvg_bench.config import flatten
-from cvg_bench.generators.tiny import build_tiny_pipeline, load_tiny_pipeline
+from cvg_bench.generators.pretrained_text import encode_texts
+from cvg_bench.generators.tiny import build_tiny_pipeline, load_tiny_pipeline, save_tiny_pipeline
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent.parent / "configs" / "component" / "generator.yaml"
 LOG_COLUMNS = ["step", "loss", "eval_loss", "lr", "seconds_per_step", "elapsed_min"]
@@ -171,7 +172,18 @@ class Trainer:
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
-        return [*self.pipe.unet.parameters(), *self.pipe.text_encoder.parameters()]
+        """The trained parameters (optimizer, EMA, checkpoint): a frozen text encoder's are not."""
+        return [*self.pipe.unet.parameters(), *([] if _frozen(self.cfg) else self.pipe.text_encoder.parameters())]
+
+    def train_mode(self, mode: bool = True) -> None:
+        """UNet (and a trained text encoder) in train mode; a frozen encoder stays in eval
+        mode (no dropout: it computes what it computes at sampling)."""
+        self.pipe.unet.train(mode)
+        self.pipe.text_encoder.train(mode and not _frozen(self.cfg))
+
+
+def _frozen(cfg: DictConfig) -> bool:
+    return bool(cfg.get("freeze_text_encoder", False))
 
 
 def _ckpt_root(cfg: DictConfig) -> Path:
@@ -194,7 +206,8 @@ def save_checkpoint(tr: Trainer, losses: list[float]) -> Path:
     final, tmp = root / name, root / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({**_named("unet", tr.pipe.unet), **_named("text_encoder", tr.pipe.text_encoder)}, tmp / "model.safetensors")
+    text = {} if _frozen(tr.cfg) else _named("text_encoder", tr.pipe.text_encoder)  # a frozen one lives in init/
+    save_file({**_named("unet", tr.pipe.unet), **text}, tmp / "model.safetensors")
     shadow = {f"ema.{i}": p.detach().cpu().contiguous() for i, p in enumerate(tr.ema.shadow_params)}
     save_file(shadow, tmp / "ema.safetensors")
     ema_scalars = {k: v for k, v in tr.ema.state_dict().items() if k != "shadow_params"}
@@ -236,7 +249,7 @@ def _init_pipeline(cfg: DictConfig, data: DataSource) -> Any:
         init_position(pipe, float(cfg.position_init_std), int(cfg.seed))
     tmp = root / f".init.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    save_tiny_pipeline(pipe, tmp)
     _atomic_write_text(root / "run.json", json.dumps({"model": model_cfg, "vocab_size": len(pipe.tokenizer),
                                                       "init_from": cfg.init_from}, indent=1))
     os.replace(tmp, init)
@@ -303,8 +316,9 @@ def param_groups(pipe: Any, cfg: DictConfig) -> list[dict[str, Any]]:
     parameter order, so a state saved with another split still loads (``load_optimizer_state``)."""
     position = [p for n, p in pipe.unet.named_parameters() if n.startswith("position_proj.")]
     rest = [p for n, p in pipe.unet.named_parameters() if not n.startswith("position_proj.")]
-    groups = [{"params": rest, "lr_scale": 1.0},
-              {"params": list(pipe.text_encoder.parameters()), "lr_scale": float(cfg.text_encoder_lr_scale)}]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if not _frozen(cfg):  # a frozen encoder is no parameter of the optimizer (nor of the EMA)
+        groups.append({"params": list(pipe.text_encoder.parameters()), "lr_scale": float(cfg.text_encoder_lr_scale)})
     if position:
         groups.append({"params": position, "lr_scale": float(cfg.position_lr_scale)})
     return groups
@@ -336,12 +350,19 @@ def build_trainer(cfg: DictConfig, data: DataSource) -> Trainer:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda but no CUDA device is available; use device=cpu")
     pipe = _init_pipeline(cfg, data)
-    pipe.unet.to(device).train()
-    pipe.text_encoder.to(device).train()
-    params = [*pipe.unet.parameters(), *pipe.text_encoder.parameters()]
+    pipe.unet.to(device)
+    pipe.text_encoder.to(device)
+    if _frozen(cfg):
+        pipe.text_encoder.requires_grad_(False)
+    if device.type == "cuda":  # fixed shapes: let cuDNN pick its fastest convolutions
+        torch.backends.cudnn.benchmark = True
+    params = [*pipe.unet.parameters(), *([] if _frozen(cfg) else pipe.text_encoder.parameters())]
     optimizer = torch.optim.AdamW(param_groups(pipe, cfg), lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
-    ema = EMAModel(params, decay=float(cfg.ema_decay), use_ema_warmup=True, power=0.75)
+    # foreach: one kernel per update instead of one per tensor (GPU); the CPU keeps the loop
+    ema = EMAModel(params, decay=float(cfg.ema_decay), use_ema_warmup=True, power=0.75,
+                   foreach=device.type == "cuda")
     tr = Trainer(cfg, pipe, optimizer, ema, step=0, elapsed_s=0.0, device=device)
+    tr.train_mode(True)
     ckpt = latest_checkpoint(root)
     if ckpt is not None:
         _load_checkpoint(tr, ckpt)
@@ -350,7 +371,10 @@ def build_trainer(cfg: DictConfig, data: DataSource) -> Trainer:
 
 def _load_checkpoint(tr: Trainer, ckpt: Path) -> None:
     weights = load_file(ckpt / "model.safetensors")
-    for prefix, module in (("unet", tr.pipe.unet), ("text_encoder", tr.pipe.text_encoder)):
+    modules = [("unet", tr.pipe.unet)] + ([] if _frozen(tr.cfg) else [("text_encoder", tr.pipe.text_encoder)])
+    if _frozen(tr.cfg) and any(k.startswith("text_encoder.") for k in weights):
+        raise ValueError(f"{ckpt} was saved with a trained text encoder; resume it without freeze_text_encoder=true")
+    for prefix, module in modules:
         sub = {k[len(prefix) + 1 :]: v for k, v in weights.items() if k.startswith(prefix + ".")}
         module.load_state_dict(sub, strict=True)
     state = torch.load(ckpt / "training_state.pt", map_location=tr.device, weights_only=True)
@@ -409,7 +433,11 @@ def training_loss(tr: Trainer, prompts: list[str], videos: np.ndarray, gen: torc
     p_drop = float(cfg.p_uncond) if p_uncond is None else p_uncond
     drop = torch.rand(b, generator=gen) < p_drop  # empty prompts teach CFG's unconditional branch
     texts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
-    noise = torch.randn(x0.shape, generator=gen).to(device)
+    if cfg.get("noise_device", "cpu") == "cpu" or device.type == "cpu":
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+    else:  # drawn on the GPU from (seed, step), so the GPU need not wait for the CPU to draw it
+        dev_gen = torch.Generator(device).manual_seed(int(gen.initial_seed()) + 2**40)
+        noise = torch.randn(x0.shape, generator=dev_gen, device=device)
     share = float(cfg.high_noise_share) if high_noise_share is None else high_noise_share
     t = draw_timesteps(gen, b, sched.config.num_train_timesteps, share, int(cfg.high_noise_min_t)).to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
@@ -421,12 +449,10 @@ def prediction_and_target(pipe: Any, sched: Any, texts: list[str], x0: torch.Ten
                           t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The denoiser's output on ``x0`` noised to ``t`` under ``texts``, and what it should be
     (v, epsilon or the sample, per the scheduler's prediction type)."""
-    ids = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids.to(x0.device)
     target = {"epsilon": noise, "sample": x0}.get(sched.config.prediction_type)
     if target is None:
         target = sched.get_velocity(x0, noise, t)
-    embeds = pipe.text_encoder(ids)[0]
+    embeds = encode_texts(pipe.text_encoder, pipe.tokenizer, texts, x0.device)
     pred = pipe.unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=embeds, return_dict=False)[0]
     return pred, target
 
@@ -436,8 +462,7 @@ def eval_loss(tr: Trainer, data: DataSource) -> float:
     """Loss on fixed batches with fixed noise and timesteps: a smooth curve to watch, unlike
     the per-step loss whose timestep draw makes it jump."""
     was_training = tr.pipe.unet.training
-    tr.pipe.unet.eval()
-    tr.pipe.text_encoder.eval()
+    tr.train_mode(False)
     try:
         losses = []
         for i in range(int(tr.cfg.eval_batches)):
@@ -445,8 +470,7 @@ def eval_loss(tr: Trainer, data: DataSource) -> float:
             gen = torch.Generator().manual_seed(EVAL_STEP0 + i)
             losses.append(float(training_loss(tr, prompts, videos, gen, p_uncond=0.0, high_noise_share=0.0)))
     finally:
-        tr.pipe.unet.train(was_training)
-        tr.pipe.text_encoder.train(was_training)
+        tr.train_mode(was_training)
     return float(np.mean(losses))
 
 
@@ -555,7 +579,7 @@ def export(tr: Trainer, losses: list[float]) -> Path:
     out = Path(cfg.export_dir).expanduser()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    ema_pipeline(tr).save_pretrained(tmp, safe_serialization=True)
+    save_tiny_pipeline(ema_pipeline(tr), tmp)
     final_loss = float(np.mean(losses[-100:])) if losses else None
     record = {
         "command": _command_line(),
