@@ -108,7 +108,7 @@ def prune_vocabulary(src: str | Path, dst: str | Path, words: Iterable[str], *, 
     difference is an error). Weights are written in ``dtype``. Returns a summary (also written
     to ``dst/PRUNING.json``)."""
     from tokenizers import Tokenizer
-    from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import AutoModel, AutoTokenizer
 
     src, dst = Path(src), Path(dst)
     tok = AutoTokenizer.from_pretrained(src)
@@ -137,11 +137,6 @@ def prune_vocabulary(src: str | Path, dst: str | Path, words: Iterable[str], *, 
             post[name] = [post[name][0], new_vocab[post[name][0]]]
     for added in spec.get("added_tokens") or []:
         added["id"] = new_vocab[added["content"]]
-    backend = Tokenizer.from_str(json.dumps(spec))
-    kwargs = {k: getattr(tok, k) for k in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-              if getattr(tok, k, None) is not None}
-    new_tok = PreTrainedTokenizerFast(tokenizer_object=backend,
-                                      model_max_length=max_length or tok.model_max_length, **kwargs)
     model = AutoModel.from_pretrained(src, dtype=torch.float32)
     emb = model.get_input_embeddings()
     index = torch.tensor(old_ids)
@@ -156,7 +151,19 @@ def prune_vocabulary(src: str | Path, dst: str | Path, words: Iterable[str], *, 
             setattr(model.config, key, new_vocab[by_id[old]] if old in by_id and by_id[old] in new_vocab else None)
     dst.mkdir(parents=True, exist_ok=True)
     model.to(dtype).save_pretrained(dst, safe_serialization=True)
-    new_tok.save_pretrained(dst)
+    # the tokenizer files by hand, so they keep the source's tokenizer class (BertTokenizer
+    # for MiniLM), which every transformers version loads: tokenizer.json, vocab.txt, config
+    Tokenizer.from_str(json.dumps(spec))  # checks the edited spec loads
+    (dst / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    (dst / "vocab.txt").write_text("".join(f"{t}\n" for t in new_vocab))
+    config = {}
+    if (src / "tokenizer_config.json").is_file():
+        config = json.loads((src / "tokenizer_config.json").read_text())
+    config.pop("added_tokens_decoder", None)
+    config["model_max_length"] = int(max_length or tok.model_max_length)
+    (dst / "tokenizer_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    if (src / "special_tokens_map.json").is_file():
+        (dst / "special_tokens_map.json").write_text((src / "special_tokens_map.json").read_text())
     summary = {"source": str(src), "words": len(words), "vocab_kept": len(old_ids), "vocab_source": len(vocab),
                "dtype": str(dtype).removeprefix("torch."), "checked_texts": len(check_texts)}
     if check_texts:

@@ -211,7 +211,12 @@ def save_checkpoint(tr: Trainer, losses: list[float]) -> Path:
     shadow = {f"ema.{i}": p.detach().cpu().contiguous() for i, p in enumerate(tr.ema.shadow_params)}
     save_file(shadow, tmp / "ema.safetensors")
     ema_scalars = {k: v for k, v in tr.ema.state_dict().items() if k != "shadow_params"}
-    torch.save({"optimizer": tr.optimizer.state_dict(), "ema": ema_scalars}, tmp / "training_state.pt")
+    # the global RNG drives the UNet's dropout (its temporal convolutions): saved, so a resumed
+    # run draws the masks an uninterrupted one would, whichever way its pipeline was made
+    rng = {"rng": torch.get_rng_state()}
+    if tr.device.type == "cuda":
+        rng["cuda_rng"] = torch.cuda.get_rng_state(tr.device)
+    torch.save({"optimizer": tr.optimizer.state_dict(), "ema": ema_scalars, **rng}, tmp / "training_state.pt")
     state = {"step": tr.step, "elapsed_s": tr.elapsed_s, "recent_loss": float(np.mean(losses[-50:])) if losses else None}
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     shutil.rmtree(final, ignore_errors=True)
@@ -379,6 +384,10 @@ def _load_checkpoint(tr: Trainer, ckpt: Path) -> None:
         module.load_state_dict(sub, strict=True)
     state = torch.load(ckpt / "training_state.pt", map_location=tr.device, weights_only=True)
     load_optimizer_state(tr.optimizer, state["optimizer"])
+    if "rng" in state:  # checkpoints from before it was saved resume with the process's RNG
+        torch.set_rng_state(state["rng"].cpu())
+    if "cuda_rng" in state and tr.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), tr.device)
     shadow = load_file(ckpt / "ema.safetensors")
     tr.ema.load_state_dict({**state["ema"], "shadow_params": [shadow[f"ema.{i}"] for i in range(len(shadow))]})
     tr.ema.to(tr.device)
