@@ -509,8 +509,18 @@ def step_batches(data: DataSource, start: int, stop: int, batch_size: int,
     loader = torch.utils.data.DataLoader(
         _StepBatches(data, start, stop, batch_size), batch_size=None, shuffle=False,
         num_workers=num_workers, prefetch_factor=4, collate_fn=lambda item: item,
-        generator=torch.Generator().manual_seed(0))  # leaves the global RNG (dropout) untouched
+        generator=torch.Generator().manual_seed(0),  # leaves the global RNG (dropout) untouched
+        worker_init_fn=_ignore_stop_signals)
     yield from loader
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data workers ignore SIGTERM/SIGINT: a signal to the whole process group (``timeout``,
+    SLURM, Ctrl-C) reaches the trainer, which saves a checkpoint and closes the loader, which
+    ends its workers. A worker killed by it instead would make the loader raise in the middle
+    of a step, and the run would end without its checkpoint."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def train_step(tr: Trainer, data: DataSource, batch: tuple[list[str], np.ndarray] | None = None) -> float:

@@ -37,6 +37,7 @@ STEPS=${STEPS:-100000}      # total steps of the run; on the GPU the time budget
 LR=${LR:-1e-3}; WARMUP=${WARMUP:-500}; SEED=${SEED:-0}
 MP=${MP:-auto}              # bf16 autocast where the GPU supports it
 EVAL_DEVICE=${EVAL_DEVICE:-$DEVICE}
+EVAL_SET=${EVAL_SET:-}      # more run overrides of the evaluation, e.g. "generator.guidance_scale=3"
 EXTRA=${EXTRA:-}            # more key=value overrides of the training (configs/component/generator.yaml)
 RESUME=${RESUME:-$CARRY/resume}
 case "$PY" in /*) ;; */*) PY="$PWD/$PY" ;; esac
@@ -98,13 +99,15 @@ if [ "$EVAL_S" -gt 0 ] && [ "$EVAL_LEFT" -gt 30 ]; then
   QA=(--path "$EXPORT_ABS" --out "$WORK/quality" --work "$WORK/quality_runs" --limit "$EVAL_LIMIT"
       --seeds "$EVAL_SEEDS" --jobs "$EVAL_JOBS" --set "generator.device=$EVAL_DEVICE" --set save_videos=false)
   [ -n "$EVAL_STEPS" ] && QA+=(--set "generator.num_inference_steps=$EVAL_STEPS")
+  for kv in $EVAL_SET; do QA+=(--set "$kv"); done
   rm -rf "$WORK/quality" "$WORK/quality_runs"  # records of an earlier model would be refused
   log "evaluating for at most ${EVAL_LEFT} s"
   # its own process group, so that a cut ends every shard of it
-  setsid "$PY" -m experiments.quality_bar "${QA[@]}" >>"$LOG" 2>&1 &
+  SETSID=$(command -v setsid || true)
+  $SETSID "$PY" -m experiments.quality_bar "${QA[@]}" >>"$LOG" 2>&1 &
   QPID=$!
   ( trap 'kill $SPID 2>/dev/null; exit 0' TERM; sleep "$EVAL_LEFT" & SPID=$!; wait $SPID
-    kill -TERM -- "-$QPID" 2>/dev/null ) &
+    kill -TERM -- "-$QPID" 2>/dev/null || kill -TERM "$QPID" 2>/dev/null ) &
   WPID=$!
   wait "$QPID"; QRC=$?
   kill "$WPID" 2>/dev/null; wait "$WPID" 2>/dev/null
