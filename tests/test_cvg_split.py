@@ -157,3 +157,17 @@ def test_categories_the_labeller_cannot_label_stay_rendered(monkeypatch, caplog)
     assert sources == {(c, "synthetic" if c == "spatial_relationships" else "real")
                        for c in grammar.CATEGORIES}
     assert "cannot label" in caplog.text and "generative_numeracy" in caplog.text
+
+
+def test_the_heldout_evaluation_stream_holds_every_category():
+    """data.heldout_eval: p+ always a held-out composition, for all seven categories; p- held
+    out whenever the composition has a held-out wrong label (interactions and binding have
+    none, so theirs come from any split). It once failed on object_interactions."""
+    cfg = pipeline.heldout_eval_cfg(default_cfg("component.data.stream=indexed"))
+    examples = pipeline.example_source(cfg, RenderingGenerator(), list(grammar.CATEGORIES), 2)
+    drawn = [examples(i) for i in range(3 * len(grammar.CATEGORIES))]
+    assert {pos.category for _, pos, _, _ in drawn} == set(grammar.CATEGORIES)
+    for _, pos, neg, source in drawn:
+        assert grammar.is_heldout(pos) and source == "real" and neg.label != pos.label
+        has_heldout_neg = bool(grammar.negative_labels(pos, "heldout", permute_binding=True))
+        assert grammar.is_heldout(neg) or not has_heldout_neg, (pos.prompt, neg.prompt)
