@@ -18,7 +18,7 @@ from cvg_bench.types import PromptSpec
 # Under the cvg_bench package itself: this file sits in methods/ in a checkout but in
 # cvg_bench/methods/ once installed, so it must not be located from this file.
 ASSETS = Path(cvg_bench.__file__).resolve().parent / "assets"
-DEFAULT_CLASSIFIER = ASSETS / "cvg_classifier_v2"
+DEFAULT_CLASSIFIER = ASSETS / "cvg_classifier_v3"
 
 
 def shipped_classifiers() -> list[str]:
@@ -29,7 +29,7 @@ def shipped_classifiers() -> list[str]:
 
 def resolve_classifier(classifier: str | None) -> Path:
     """``classifier``: None (the default, DEFAULT_CLASSIFIER), a folder, or the name of a
-    shipped classifier (e.g. ``cvg_classifier_v2``, found under cvg_bench/assets/ whatever the
+    shipped classifier (e.g. ``cvg_classifier_v3``, found under cvg_bench/assets/ whatever the
     working directory)."""
     if classifier is None:
         return DEFAULT_CLASSIFIER

@@ -198,6 +198,14 @@ def test_cvg_classifier_by_folder_or_shipped_name_and_its_training_data(cvg_clas
     info = shipped.training_data()  # the shipped one: no oracle, seen compositions only
     assert info["classifier"] == "cvg_classifier_v2" and info["data"]["split"] == "seen"
     assert info["dual"] is True and (info["data"]["labeller"] or {}).get("name") != "oracle"
+    # the default (v3) guides every shapes category, with the same provenance rules
+    from cvg_bench.shapes.grammar import CATEGORIES
+
+    default = registry.build("method", {"name": "cvg"})
+    assert set(default.supported_categories) == set(CATEGORIES)
+    info = default.training_data()
+    assert info["classifier"] == "cvg_classifier_v3" and info["data"]["split"] == "seen"
+    assert (info["data"]["labeller"] or {}).get("name") == "shapes"
 
 
 def test_cvg_refuses_what_its_classifier_was_not_trained_for(gen, cvg_classifier):

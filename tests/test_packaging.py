@@ -39,7 +39,7 @@ def test_plugin_folders_import_under_the_namespace(tmp_path):
 
 def test_cvg_default_classifier_is_located_from_the_package_not_the_file(tmp_path, monkeypatch):
     """Installed, methods/cvg.py lands in cvg_bench/methods/ (not next to cvg_bench/): its
-    default classifier must still be the package's assets/cvg_classifier_v2."""
+    default classifier must still be the package's assets/cvg_classifier_v3."""
     import cvg_bench
     from cvg_bench import registry
 
@@ -50,4 +50,4 @@ def test_cvg_default_classifier_is_located_from_the_package_not_the_file(tmp_pat
     spec = importlib.util.spec_from_file_location("_installed_layout_cvg", installed)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.DEFAULT_CLASSIFIER == Path(cvg_bench.__file__).resolve().parent / "assets" / "cvg_classifier_v2"
+    assert module.DEFAULT_CLASSIFIER == Path(cvg_bench.__file__).resolve().parent / "assets" / "cvg_classifier_v3"

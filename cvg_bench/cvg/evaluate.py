@@ -2,7 +2,7 @@
 symmetrised (``CVGClassifier.symmetrized_log_probs``), per category and, for motion, per
 number of moving objects.
 
-    python -m cvg_bench.cvg.evaluate cvg_bench/assets/cvg_classifier_v2 results/cvg_cache/<key> [--part heldout]
+    python -m cvg_bench.cvg.evaluate cvg_bench/assets/cvg_classifier_v3 results/cvg_cache/<key> [--part heldout]
 """
 
 from __future__ import annotations

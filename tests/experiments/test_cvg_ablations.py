@@ -10,13 +10,21 @@ from cvg_bench.reproduce import shipped_protocol, step_runs
 
 def test_each_ablation_changes_one_setting_of_the_chosen_cvg():
     protocol = shipped_protocol("shapes_heldout")
-    chosen = ["method.classifier=cvg_classifier_v2", "method.eta=0.05", "method.guided_steps=5"]
+    chosen = ["method.classifier=cvg_classifier_v3", "method.eta=0.05", "method.guided_steps=5"]
     made = steps(protocol, Path("/tmp/x"), chosen)
     assert len(made) == len(ABLATIONS) == 4
     for step, (label, extra) in zip(made, ABLATIONS.items()):
         (overrides,) = step_runs(step)  # one run each: no sweep
         method = dict(o.split("=", 1) for o in overrides if o.startswith("method."))
-        want = {"method.classifier": "cvg_classifier_v2", "method.eta": "0.05", "method.guided_steps": "5",
+        want = {"method.classifier": "cvg_classifier_v3", "method.eta": "0.05", "method.guided_steps": "5",
                 **dict(o.split("=", 1) for o in extra)}
         assert method == want, label
         assert "benchmark.split=heldout" in overrides and "seeds=[0,1,2,3,4,5]" in overrides
+
+
+def test_an_ablation_classifier_not_shipped_is_named_before_any_run(monkeypatch):
+    import experiments.cvg_ablations as ab
+
+    monkeypatch.setitem(ab.ABLATIONS, "cvg[nothing]", ["method.classifier=no_such_classifier"])
+    assert any(m.startswith("cvg[nothing]: no_such_classifier") for m in ab.missing_classifiers())
+    assert not any("p+ only" in m for m in ab.missing_classifiers())  # shipped
