@@ -297,6 +297,16 @@ def reuse_runs(steps: list[Step], stage_dir: Path, sources: list[Path], root: Pa
     return copied
 
 
+def record_reused(work: Path, copied: list[str]) -> None:
+    """Append ``copied`` to ``<work>/reused.json`` (every run copied into this folder, over every
+    invocation), at once: a stage that fails after its copies still leaves them on record."""
+    if not copied:
+        return
+    log_path = work / "reused.json"
+    before = json.loads(log_path.read_text()) if log_path.is_file() else []
+    atomic_write_text(log_path, json.dumps(before + copied, indent=1) + "\n")
+
+
 def run_step(step: Step) -> None:
     print("+ " + step.line(), flush=True)
     subprocess.run([sys.executable, "-m", "cvg_bench", *step.args], check=True)
@@ -693,7 +703,7 @@ def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = 
     if lacking:
         raise FileNotFoundError(f"reuse folder(s) not found: {', '.join(lacking)} (give earlier "
                                 f"protocols' work folders, <work_dir>/<name>-<hash>)")
-    reused = reuse_runs(steps, tune_dir, sources, root) if sources else []
+    record_reused(work, reuse_runs(steps, tune_dir, sources, root) if sources else [])
     run_steps(steps, jobs, work / "logs")
 
     sel = protocol["selection"]
@@ -712,11 +722,7 @@ def reproduce(protocol: dict[str, Any], root: Path | str = ".", work_dir: str = 
         raise ValueError(f"no scored tuning record for {', '.join(missing)}: see the tuning runs under {tune_dir}")
     overrides = {m: chosen["methods"][m]["overrides"] for m in protocol["methods"]}
     steps = report_steps(protocol, report_dir, overrides, launcher)
-    reused += reuse_runs(steps, report_dir, sources, root) if sources else []
-    if reused:  # every run copied into this folder, over every invocation
-        log_path = work / "reused.json"
-        before = json.loads(log_path.read_text()) if log_path.is_file() else []
-        atomic_write_text(log_path, json.dumps(before + reused, indent=1) + "\n")
+    record_reused(work, reuse_runs(steps, report_dir, sources, root) if sources else [])
     run_steps(steps, jobs, work / "logs")
 
     report_runs = {protocol["baseline"]: chosen["methods"][protocol["baseline"]]["best"],
