@@ -59,13 +59,24 @@ def _replace(overrides: list[str], new: list[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0] not in keys] + new
 
 
-def steps(protocol: dict, folder: Path, chosen: list[str]) -> list[Step]:
+def steps(protocol: dict, folder: Path, chosen: list[str],
+          ablations: dict[str, list[str]] | None = None) -> list[Step]:
     spec = protocol["methods"]["cvg"]
     head, tail = _common(protocol, protocol["report"], spec["categories"], folder, None, False)
     return [Step("ablation", safe_name(label), [*head, "method=cvg",
                                                 *_replace(fixed_overrides(spec) + chosen, extra), *tail],
                  len(spec["categories"]))
-            for label, extra in ABLATIONS.items()]
+            for label, extra in (ABLATIONS if ablations is None else ablations).items()]
+
+
+def select(only: list[str] | None) -> dict[str, list[str]]:
+    """The ablations to run and tabulate: all, or those named by ``--only``."""
+    if not only:
+        return dict(ABLATIONS)
+    bad = [o for o in only if o not in ABLATIONS]
+    if bad:
+        raise SystemExit(f"--only {', '.join(bad)}: no such ablation; accepted: {', '.join(ABLATIONS)}")
+    return {label: ABLATIONS[label] for label in only}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--only", action="append", default=None, metavar="LABEL",
+                    help="run and tabulate only this ablation (repeatable), e.g. 'cvg[p+ only]'")
     args = ap.parse_args(argv)
+    chosen_ablations = select(args.only)
     protocol = shipped_protocol(args.experiment)
     if protocol is None:
         raise SystemExit(f"no configs/experiment/{args.experiment}.yaml")
@@ -88,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
                          f"+experiment={args.experiment})")
     chosen = settings["methods"]["cvg"]["overrides"]
     folder = Path(args.work_dir) / f"{safe_name(protocol['name'])}-{prov['hash']}" / "ablations"
-    todo = steps(protocol, folder, chosen)
+    todo = steps(protocol, folder, chosen, chosen_ablations)
     for step in todo:
         print(step.line())
     if args.dry_run:
         return 0
-    lacking = missing_classifiers()
+    lacking = [m for m in missing_classifiers() if m.split(":")[0] in chosen_ablations]
     if lacking:
         raise SystemExit("train these ablation classifiers first: " + "; ".join(lacking))
     run_steps(todo, args.jobs, folder.parent / "logs")
@@ -105,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     abl = split_records([folder], {**protocol, "methods": {"cvg": protocol["methods"]["cvg"]}}, "report")
     # each ablation's run, by the run folder its own overrides compose to
     labels = {run_folder_of(overrides).name.rsplit("__", 1)[1]: label
-              for step, label in zip(todo, ABLATIONS) for overrides in step_runs(step)}
+              for step, label in zip(todo, chosen_ablations) for overrides in step_runs(step)}
     abl = abl[abl["run_hash"].isin(labels)].copy()
     abl["method"] = abl["run_hash"].map(labels)
     records = pd.concat([ref, abl], ignore_index=True)
@@ -139,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "ablations_cvg.md", f"## {title}\n\n"
                       + shown.to_markdown(index=False, disable_numparse=True) + "\n")
     atomic_write_text(out / "ablations_cvg.json", json.dumps(
-        {"title": title, "protocol": prov, "ablations": ABLATIONS, "chosen": chosen,
+        {"title": title, "protocol": prov, "ablations": chosen_ablations, "chosen": chosen,
          "rows": json.loads(table.reset_index().to_json(orient="records"))}, indent=1) + "\n")
     print((out / "ablations_cvg.md").read_text())
     return 0

@@ -28,3 +28,18 @@ def test_an_ablation_classifier_not_shipped_is_named_before_any_run(monkeypatch)
     monkeypatch.setitem(ab.ABLATIONS, "cvg[nothing]", ["method.classifier=no_such_classifier"])
     assert any(m.startswith("cvg[nothing]: no_such_classifier") for m in ab.missing_classifiers())
     assert not any("p+ only" in m for m in ab.missing_classifiers())  # shipped
+
+
+def test_only_selects_ablations_by_label_and_names_the_accepted_ones():
+    from experiments.cvg_ablations import select
+
+    assert list(select(["cvg[p+ only]"])) == ["cvg[p+ only]"] and select(None) == ABLATIONS
+    made = steps(shipped_protocol("shapes_heldout"), Path("/tmp/x"), ["method.eta=0.05"],
+                 select(["cvg[p+ only]"]))
+    assert len(made) == 1 and "method.classifier=cvg_classifier_v3_ablations/p_plus_only" in made[0].args
+    try:
+        select(["cvg[nothing]"])
+    except SystemExit as exc:
+        assert "accepted: cvg[guided_steps=1]" in str(exc)
+    else:
+        raise AssertionError("an unknown label must stop the study")
