@@ -126,6 +126,9 @@ def train_cfg(tmp_path: Path, name: str, n_videos: int, train: int, val: int):
     cfg.optim = {"epochs": 2, "batch_size": 4, "lr": 1e-3, "augment": []}
     cfg.compare_without_dual = cfg.compare_backbone_none = False
     cfg.cache_dir, cfg.out = str(tmp_path / "cache"), str(tmp_path / "clf")
+    # the config's own ablations_out is the shipped assets folder: a test must never write there
+    # (this one once overwrote cvg_classifier_v3_ablations/backbone_video_encoder)
+    cfg.ablations_out = str(tmp_path / "ablations")
     return cfg
 
 
