@@ -440,19 +440,25 @@ def build_caches(cfg: DictConfig, generator, features: FeatureSpec, categories: 
     under ``cache_dir``, keyed by ``cache_name``; finished shards are reused."""
     cache_root = Path(cfg.cache_dir) / cache_name(cfg, generator.version(), features, categories)
     caches = {}
-    for part, n, seed in (("train", cfg.data.train, cfg.seed), ("val", cfg.data.val, cfg.seed + 1)):
-        examples = example_source(cfg, generator, categories, seed, data=data, part=part)
-        caches[part] = build_feature_cache(generator, examples,
-                                           features, FeatureCache(cache_root / part), int(n),
+    for part, (n, seed) in cache_parts(cfg, rendered=data is None).items():
+        if part == "heldout":  # rendered held-out compositions: the classifier never saw them
+            examples = example_source(heldout_eval_cfg(cfg), generator, categories, seed)
+        else:
+            examples = example_source(cfg, generator, categories, seed, data=data, part=part)
+        caches[part] = build_feature_cache(generator, examples, features,
+                                           FeatureCache(cache_root / part), n,
                                            int(cfg.data.shard_size), task=task, num_tasks=tasks)
-    n_heldout = int(cfg.data.get("heldout_eval") or 0)
-    if n_heldout and data is None:  # rendered held-out compositions: the classifier never saw them
-        hcfg = heldout_eval_cfg(cfg)
-        examples = example_source(hcfg, generator, categories, int(cfg.seed) + 2)
-        caches["heldout"] = build_feature_cache(generator, examples, features,
-                                                FeatureCache(cache_root / "heldout"), n_heldout,
-                                                int(cfg.data.shard_size), task=task, num_tasks=tasks)
     return cache_root, caches
+
+
+def cache_parts(cfg: DictConfig, rendered: bool = True) -> dict[str, tuple[int, int]]:
+    """part -> (videos, stream seed) of a cache: train and val, and the held-out evaluation
+    part when ``data.heldout_eval`` asks for it and the data are rendered."""
+    parts = {"train": (int(cfg.data.train), int(cfg.seed)), "val": (int(cfg.data.val), int(cfg.seed) + 1)}
+    n_heldout = int(cfg.data.get("heldout_eval") or 0)
+    if n_heldout and rendered:
+        parts["heldout"] = (n_heldout, int(cfg.seed) + 2)
+    return parts
 
 
 GROUP_KEYS = ("categories", "train", "val", "heldout_eval")
@@ -497,9 +503,7 @@ def cache_missing(caches: dict[str, Any], cfg: DictConfig,
                   groups: list[tuple[DictConfig, list[str]]] | None) -> dict[str, Any]:
     """part -> the shards still to build (with groups: part -> one list per group)."""
     def of(cache: FeatureCache, part: str, gcfg: DictConfig) -> list[int]:
-        n = {"train": gcfg.data.train, "val": gcfg.data.val,
-             "heldout": gcfg.data.get("heldout_eval") or 0}[part]
-        return cache.missing_shards(int(n), int(gcfg.data.shard_size))
+        return cache.missing_shards(cache_parts(gcfg)[part][0], int(gcfg.data.shard_size))
 
     if groups is None:
         return {part: of(cache, part, cfg) for part, cache in caches.items()}
