@@ -23,10 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from cvg_bench.paired import compare, summarise
-from cvg_bench.records import atomic_write_text, safe_name
+from cvg_bench.records import RunStore, atomic_write_text, safe_name
 from cvg_bench.reproduce import (Step, _common, fixed_overrides, method_table, provenance,
                                  read_exported, run_folder_of, run_steps, shipped_protocol,
-                                 split_records, step_runs)
+                                 split_records, step_runs, write_contact_sheet)
 
 #: label -> overrides on top of CVG's fixed and chosen settings
 ABLATIONS = {
@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ref = ref[ref["method"].isin(keep) & ref["category"].isin(cats)]
     abl = split_records([folder], {**protocol, "methods": {"cvg": protocol["methods"]["cvg"]}}, "report")
     # each ablation's run, by the run folder its own overrides compose to
-    labels = {run_folder_of(overrides).name.rsplit("__", 1)[1]: label
-              for step, label in zip(todo, chosen_ablations) for overrides in step_runs(step)}
+    abl_dirs = {label: run_folder_of(overrides)
+                for step, label in zip(todo, chosen_ablations) for overrides in step_runs(step)}
+    labels = {d.name.rsplit("__", 1)[1]: label for label, d in abl_dirs.items()}
     abl = abl[abl["run_hash"].isin(labels)].copy()
     abl["method"] = abl["run_hash"].map(labels)
     records = pd.concat([ref, abl], ignore_index=True)
@@ -156,7 +157,26 @@ def main(argv: list[str] | None = None) -> int:
         {"title": title, "protocol": prov, "ablations": chosen_ablations, "chosen": chosen,
          "rows": json.loads(table.reset_index().to_json(orient="records"))}, indent=1) + "\n")
     print((out / "ablations_cvg.md").read_text())
+    sheet = ablation_contact_sheet(records, protocol, folder.parent / "report", abl_dirs, out)
+    if sheet is not None:
+        print(f"contact sheet: {sheet}")
     return 0
+
+
+def ablation_contact_sheet(records: pd.DataFrame, protocol: dict, report_dir: Path,
+                           abl_dirs: dict[str, Path], out: Path) -> Path | None:
+    """The protocol's contact-sheet prompts and seeds, one column each for vanilla, CVG and
+    every ablation (the videos from the protocol's report runs and the ablation runs)."""
+    columns = [protocol["baseline"], "cvg", *abl_dirs]
+    df = records[records["method"].isin(columns) & records["category"].isin(
+        protocol["methods"]["cvg"]["categories"])].copy()
+    df["_order"] = df["method"].map({m: i for i, m in enumerate(columns)})
+    df = df.sort_values(["_order", "category", "prompt_id", "seed"], kind="stable")
+    hashes = df.drop_duplicates("method").set_index("method")["run_hash"]
+    run_dirs = {m: RunStore(report_dir, protocol["benchmark"], m, protocol["generator"], hashes[m]).root
+                for m in (protocol["baseline"], "cvg") if m in hashes}
+    return write_contact_sheet(df, {**run_dirs, **abl_dirs}, protocol.get("contact_sheet") or {},
+                               out / "contact_sheet_ablations.png")
 
 
 if __name__ == "__main__":

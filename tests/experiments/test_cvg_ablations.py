@@ -43,3 +43,28 @@ def test_only_selects_ablations_by_label_and_names_the_accepted_ones():
         assert "accepted: cvg[guided_steps=1]" in str(exc)
     else:
         raise AssertionError("an unknown label must stop the study")
+
+
+def test_the_ablation_contact_sheet_shows_vanilla_cvg_and_each_ablation_from_their_runs(monkeypatch, tmp_path):
+    import pandas as pd
+
+    import experiments.cvg_ablations as ab
+
+    protocol = shipped_protocol("shapes_heldout")
+    rows = [{"method": m, "run_hash": h, "category": c, "prompt_id": f"{c}-0", "seed": 0}
+            for m, h in (("cvg", "c1"), ("layout_energy", "l1"), ("vanilla", "v1"), ("cvg[x]", "a1"))
+            for c in ("spatial_relationships", "motion_binding")]
+    seen = {}
+
+    def fake_sheet(df, run_dirs, spec, path):
+        seen.update(methods=list(dict.fromkeys(df["method"])), dirs=run_dirs, path=path, spec=spec)
+        return path
+
+    monkeypatch.setattr(ab, "write_contact_sheet", fake_sheet)
+    out = ab.ablation_contact_sheet(pd.DataFrame(rows), protocol, tmp_path / "report",
+                                    {"cvg[x]": tmp_path / "abl" / "run"}, tmp_path)
+    assert out == tmp_path / "contact_sheet_ablations.png" == seen["path"]
+    assert seen["methods"] == ["vanilla", "cvg", "cvg[x]"]  # no energy baseline column
+    assert seen["dirs"]["cvg[x]"] == tmp_path / "abl" / "run"
+    assert seen["dirs"]["vanilla"] == tmp_path / "report" / "shapes" / "vanilla__tiny__v1"
+    assert seen["dirs"]["cvg"].name == "cvg__tiny__c1" and seen["spec"] == protocol["contact_sheet"]
