@@ -277,9 +277,11 @@ def reuse_runs(steps: list[Step], stage_dir: Path, sources: list[Path], root: Pa
     method, settings, generator, benchmark and scorers: the same run hash) another protocol's
     work folder already holds, so that its finished samples are skipped, not remade. The run
     still checks each copied record's video (size, sha256) and its method's weights version.
-    Returns the copied folders."""
+    A report-stage run is also taken from a source's ``ablations/`` folder (runs of the report
+    split made by ``experiments.cvg_ablations``). Returns the copied folders."""
     import shutil
 
+    stages = [stage_dir.name] + (["ablations"] if stage_dir.name == "report" else [])
     copied = []
     for step in steps:
         for overrides in step_runs(step):
@@ -287,8 +289,8 @@ def reuse_runs(steps: list[Step], stage_dir: Path, sources: list[Path], root: Pa
             if dest.exists():
                 continue
             rel = dest.relative_to(stage_dir)
-            for src in sources:
-                cand = confined(src / stage_dir.name / rel, root, "reuse")
+            for src, stage in ((s, st) for s in sources for st in stages):
+                cand = confined(src / stage / rel, root, "reuse")
                 if (cand / "manifest.json").is_file():
                     shutil.copytree(cand, dest, ignore=shutil.ignore_patterns("locks", "*.tmp*"))
                     copied.append(f"{cand} -> {dest}")

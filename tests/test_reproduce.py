@@ -293,3 +293,22 @@ def test_reused_runs_are_recorded_as_soon_as_they_are_copied(tmp_path):
     record_reused(tmp_path, ["a -> b"])
     record_reused(tmp_path, ["c -> d"])
     assert json.loads((tmp_path / "reused.json").read_text()) == ["a -> b", "c -> d"]
+
+
+def test_a_report_run_is_reused_from_an_earlier_protocols_ablations(tmp_path, monkeypatch):
+    """An ablation run of the report split (same run hash) serves a later protocol's report
+    stage; a tuning stage never takes runs from ablations/."""
+    import cvg_bench.reproduce as rp
+
+    old, new = tmp_path / "runs" / "p-old", tmp_path / "runs" / "p-new"
+    made = old / "ablations" / "shapes" / "cvg__tiny__abc"
+    (made / "samples").mkdir(parents=True)
+    (made / "manifest.json").write_text("{}")
+    (made / "samples" / "x__s0.json").write_text("{}")
+    monkeypatch.setattr(rp, "step_runs", lambda step: [["method=cvg"]])
+    for stage in ("tune", "report"):
+        monkeypatch.setattr(rp, "run_folder_of", lambda o, st=stage: new / st / "shapes" / "cvg__tiny__abc")
+        copied = rp.reuse_runs([object()], new / stage, [old], tmp_path)
+        assert bool(copied) == (stage == "report"), stage
+    assert (new / "report" / "shapes" / "cvg__tiny__abc" / "samples" / "x__s0.json").is_file()
+    assert not (new / "tune" / "shapes" / "cvg__tiny__abc").exists()
