@@ -277,11 +277,12 @@ def reuse_runs(steps: list[Step], stage_dir: Path, sources: list[Path], root: Pa
     method, settings, generator, benchmark and scorers: the same run hash) another protocol's
     work folder already holds, so that its finished samples are skipped, not remade. The run
     still checks each copied record's video (size, sha256) and its method's weights version.
-    A report-stage run is also taken from a source's ``ablations/`` folder (runs of the report
-    split made by ``experiments.cvg_ablations``). Returns the copied folders."""
+    Runs of the report split live in a source's ``report/`` or ``ablations/`` folder (the
+    latter made by ``experiments.cvg_ablations``): either serves the other. Returns the copied
+    folders."""
     import shutil
 
-    stages = [stage_dir.name] + (["ablations"] if stage_dir.name == "report" else [])
+    stages = [stage_dir.name] + {"report": ["ablations"], "ablations": ["report"]}.get(stage_dir.name, [])
     copied = []
     for step in steps:
         for overrides in step_runs(step):

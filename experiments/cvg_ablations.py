@@ -1,11 +1,13 @@
 """CVG's ablations under a fixed protocol's report split (issue 29):
 
     python -m experiments.cvg_ablations [--experiment shapes_heldout] [--jobs 2] [--dry-run]
+        [--reuse <an earlier protocol's work folder>]
 
-Each ablation is CVG at the protocol's chosen setting with one thing changed: guided steps 1
-or 2 (instead of the chosen 5), the classifier trained on p+ only (no dual inversion), and the
-classifier with the self-supervised ``video-encoder`` backbone (CVG's own has backbone ``none``,
-chosen by seen validation accuracy). They run on the protocol's report split (same prompts,
+Each ablation is CVG at the protocol's chosen setting with one thing changed: guided steps 1,
+2 or 5 (those the chosen setting does not already use), the classifier trained on p+ only (no
+dual inversion), and the classifier with the self-supervised ``video-encoder`` backbone (CVG's
+own has backbone ``none``, chosen by seen validation accuracy). ``--reuse`` copies identical
+runs (same run hash) from earlier protocols' ``ablations/`` or ``report/`` folders. They run on the protocol's report split (same prompts,
 seeds, generator, scorers) with no re-tuning: eta stays CVG's chosen one. The table beside
 them is recomputed from the protocol's committed records (vanilla, the best energy baseline,
 CVG), with each row's per-prompt wins/ties/losses against vanilla and against CVG.
@@ -23,15 +25,17 @@ from pathlib import Path
 import pandas as pd
 
 from cvg_bench.paired import compare, summarise
-from cvg_bench.records import RunStore, atomic_write_text, safe_name
+from cvg_bench.records import RunStore, atomic_write_text, confined, safe_name
 from cvg_bench.reproduce import (Step, _common, fixed_overrides, method_table, provenance,
-                                 read_exported, run_folder_of, run_steps, shipped_protocol,
-                                 split_records, step_runs, write_contact_sheet)
+                                 read_exported, record_reused, reuse_runs, run_folder_of,
+                                 run_steps, shipped_protocol, split_records, step_runs,
+                                 write_contact_sheet)
 
 #: label -> overrides on top of CVG's fixed and chosen settings
 ABLATIONS = {
     "cvg[guided_steps=1]": ["method.guided_steps=1"],
     "cvg[guided_steps=2]": ["method.guided_steps=2"],
+    "cvg[guided_steps=5]": ["method.guided_steps=5"],
     "cvg[p+ only]": ["method.classifier=cvg_classifier_v3_ablations/p_plus_only"],
     # cvg_classifier_v3/TRAINING.md says how it was trained
     "cvg[backbone video-encoder]": ["method.classifier=cvg_classifier_v3_ablations/backbone_video_encoder"],
@@ -66,17 +70,19 @@ def steps(protocol: dict, folder: Path, chosen: list[str],
     return [Step("ablation", safe_name(label), [*head, "method=cvg",
                                                 *_replace(fixed_overrides(spec) + chosen, extra), *tail],
                  len(spec["categories"]))
-            for label, extra in (ABLATIONS if ablations is None else ablations).items()]
+            for label, extra in (select(None, chosen) if ablations is None else ablations).items()]
 
 
-def select(only: list[str] | None) -> dict[str, list[str]]:
-    """The ablations to run and tabulate: all, or those named by ``--only``."""
-    if not only:
-        return dict(ABLATIONS)
-    bad = [o for o in only if o not in ABLATIONS]
+def select(only: list[str] | None, chosen: list[str] | None = None) -> dict[str, list[str]]:
+    """The ablations to run and tabulate: all, or those named by ``--only``; without those
+    that change nothing of ``chosen`` (CVG's chosen overrides: 5 guided steps chosen, the
+    guided_steps=5 ablation is CVG itself)."""
+    bad = [o for o in (only or []) if o not in ABLATIONS]
     if bad:
         raise SystemExit(f"--only {', '.join(bad)}: no such ablation; accepted: {', '.join(ABLATIONS)}")
-    return {label: ABLATIONS[label] for label in only}
+    keep = set(chosen or [])
+    return {label: extra for label, extra in ABLATIONS.items()
+            if (not only or label in only) and not set(extra) <= keep}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--only", action="append", default=None, metavar="LABEL",
                     help="run and tabulate only this ablation (repeatable), e.g. 'cvg[p+ only]'")
+    ap.add_argument("--reuse", action="append", default=None, metavar="FOLDER",
+                    help="an earlier protocol's work folder whose identical runs are copied (repeatable)")
     args = ap.parse_args(argv)
-    chosen_ablations = select(args.only)
     protocol = shipped_protocol(args.experiment)
     if protocol is None:
         raise SystemExit(f"no configs/experiment/{args.experiment}.yaml")
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"not {prov['hash']}: run the protocol first (python -m cvg_bench reproduce "
                          f"+experiment={args.experiment})")
     chosen = settings["methods"]["cvg"]["overrides"]
+    chosen_ablations = select(args.only, chosen)
     folder = Path(args.work_dir) / f"{safe_name(protocol['name'])}-{prov['hash']}" / "ablations"
     todo = steps(protocol, folder, chosen, chosen_ablations)
     for step in todo:
@@ -110,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     lacking = [m for m in missing_classifiers() if m.split(":")[0] in chosen_ablations]
     if lacking:
         raise SystemExit("train these ablation classifiers first: " + "; ".join(lacking))
+    if args.reuse:
+        sources = [confined(r, ".", "reuse") for r in args.reuse]
+        lacking = [str(r) for r in sources if not r.is_dir()]
+        if lacking:
+            raise SystemExit(f"--reuse folder(s) not found: {', '.join(lacking)}")
+        record_reused(folder.parent, reuse_runs(todo, folder, sources, "."))
     run_steps(todo, args.jobs, folder.parent / "logs")
 
     ref = read_exported(out / f"records_{protocol['report']['split']}.jsonl.gz")
